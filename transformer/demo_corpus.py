@@ -1,0 +1,173 @@
+"""The embedded demo corpus: a seeded generator of English→French pairs from a small grammar.
+
+It is small enough to learn in minutes on a CPU, yet it makes the model learn what real translation needs:
+gender and number agreement (le/la/les, noir/noire/noirs/noires), adjectives that move after the noun (and a few that
+stay before it), conjugated verbs (dort/dorment) and contractions (près du, au, aux). Train, dev and test never share
+a sentence: each distinct English sentence is assigned to one split by a hash of its text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+# English singular, English plural, French singular, French plural, gender
+NOUNS = [
+    ("cat", "cats", "chat", "chats", "m"),
+    ("dog", "dogs", "chien", "chiens", "m"),
+    ("horse", "horses", "cheval", "chevaux", "m"),
+    ("boat", "boats", "bateau", "bateaux", "m"),
+    ("garden", "gardens", "jardin", "jardins", "m"),
+    ("book", "books", "livre", "livres", "m"),
+    ("boy", "boys", "garçon", "garçons", "m"),
+    ("house", "houses", "maison", "maisons", "f"),
+    ("car", "cars", "voiture", "voitures", "f"),
+    ("apple", "apples", "pomme", "pommes", "f"),
+    ("table", "tables", "table", "tables", "f"),
+    ("flower", "flowers", "fleur", "fleurs", "f"),
+    ("girl", "girls", "fille", "filles", "f"),
+    ("woman", "women", "femme", "femmes", "f"),
+    ("chair", "chairs", "chaise", "chaises", "f"),
+    ("bicycle", "bicycles", "bicyclette", "bicyclettes", "f"),
+]
+
+# English, French (masc. sing., fem. sing., masc. plur., fem. plur.), placed before the noun?
+ADJECTIVES = [
+    ("black", ("noir", "noire", "noirs", "noires"), False),
+    ("red", ("rouge", "rouge", "rouges", "rouges"), False),
+    ("green", ("vert", "verte", "verts", "vertes"), False),
+    ("blue", ("bleu", "bleue", "bleus", "bleues"), False),
+    ("white", ("blanc", "blanche", "blancs", "blanches"), False),
+    ("tired", ("fatigué", "fatiguée", "fatigués", "fatiguées"), False),
+    ("happy", ("heureux", "heureuse", "heureux", "heureuses"), False),
+    ("small", ("petit", "petite", "petits", "petites"), True),
+    ("big", ("grand", "grande", "grands", "grandes"), True),
+    ("pretty", ("joli", "jolie", "jolis", "jolies"), True),
+    ("young", ("jeune", "jeune", "jeunes", "jeunes"), True),
+]
+
+# English 3rd singular, English 3rd plural, French 3rd singular, French 3rd plural
+INTRANSITIVE = [
+    ("sleeps", "sleep", "dort", "dorment"),
+    ("runs", "run", "court", "courent"),
+    ("plays", "play", "joue", "jouent"),
+    ("waits", "wait", "attend", "attendent"),
+    ("walks", "walk", "marche", "marchent"),
+]
+TRANSITIVE = [
+    ("sees", "see", "voit", "voient"),
+    ("likes", "like", "aime", "aiment"),
+    ("watches", "watch", "regarde", "regardent"),
+    ("follows", "follow", "suit", "suivent"),
+    ("finds", "find", "trouve", "trouvent"),
+]
+
+# English preposition, French preposition; "de" and "à" contract with le/les (du, des, au, aux).
+PREPOSITIONS = [("near", "près de"), ("far from", "loin de"), ("behind", "derrière"), ("in front of", "devant")]
+
+
+@dataclass(frozen=True)
+class NounPhrase:
+    english: str
+    french_words: tuple[str, ...]  # without the article, so that prepositions can contract with it
+    article: str  # le, la, les, un, une, deux, ...
+
+    def french(self) -> str:
+        return " ".join((self.article, *self.french_words))
+
+
+def _noun_phrase(rng: random.Random) -> tuple[NounPhrase, bool]:
+    en_sg, en_pl, fr_sg, fr_pl, gender = rng.choice(NOUNS)
+    plural = rng.random() < 0.4
+    determiner = rng.choice(["the", "the", "a"]) if not plural else rng.choice(["the", "the", "two", "three"])
+    adjective = rng.choice(ADJECTIVES) if rng.random() < 0.6 else None
+    slot = (gender == "f") + 2 * plural
+    if determiner == "the":
+        article = "les" if plural else ("la" if gender == "f" else "le")
+    elif determiner == "a":
+        article = "une" if gender == "f" else "un"
+    else:
+        article = {"two": "deux", "three": "trois"}[determiner]
+    en_noun, fr_noun = (en_pl, fr_pl) if plural else (en_sg, fr_sg)
+    english = [determiner, en_noun]
+    french = [fr_noun]
+    if adjective is not None:
+        en_adj, forms, before = adjective
+        english.insert(1, en_adj)
+        french.insert(0 if before else 1, forms[slot])
+    return NounPhrase(" ".join(english), tuple(french), article), plural
+
+
+def _with_preposition(french_prep: str, np: NounPhrase) -> str:
+    """près de + le chat → près du chat; près de + un chat → près d'un chat; à + les maisons → aux maisons."""
+    contractions = {
+        ("de", "le"): "du",
+        ("de", "les"): "des",
+        ("de", "un"): "d'un",
+        ("de", "une"): "d'une",
+        ("à", "le"): "au",
+        ("à", "les"): "aux",
+    }
+    *head, last = french_prep.split()
+    merged = contractions.get((last, np.article))
+    tail = [merged] if merged else [last, np.article]
+    return " ".join([*head, *tail, *np.french_words])
+
+
+def generate_pair(rng: random.Random) -> tuple[str, str]:
+    """One English sentence and its French translation."""
+    subject, plural = _noun_phrase(rng)
+    kind = rng.random()
+    if kind < 0.35:
+        en_sg, en_pl, fr_sg, fr_pl = rng.choice(INTRANSITIVE)
+        english = [subject.english, en_pl if plural else en_sg]
+        french = [subject.french(), fr_pl if plural else fr_sg]
+    elif kind < 0.8:
+        en_sg, en_pl, fr_sg, fr_pl = rng.choice(TRANSITIVE)
+        obj, _ = _noun_phrase(rng)
+        english = [subject.english, en_pl if plural else en_sg, obj.english]
+        french = [subject.french(), fr_pl if plural else fr_sg, obj.french()]
+    else:
+        place, _ = _noun_phrase(rng)
+        english = [subject.english, "go to" if plural else "goes to", place.english]
+        french = [subject.french(), "vont" if plural else "va", _with_preposition("à", place)]
+    if rng.random() < 0.4:
+        en_prep, fr_prep = rng.choice(PREPOSITIONS)
+        place, _ = _noun_phrase(rng)
+        english += [en_prep, place.english]
+        french += [_with_preposition(fr_prep, place)]
+    return _sentence(english), _sentence(french)
+
+
+def _sentence(words: list[str]) -> str:
+    text = " ".join(words)
+    return text[0].upper() + text[1:] + "."
+
+
+def _split_of(sentence: str, dev_share: float, test_share: float) -> str:
+    """A fixed split for each distinct sentence, so that no sentence is in two splits."""
+    h = int.from_bytes(hashlib.sha1(sentence.encode("utf-8")).digest()[:8], "big") / 2**64
+    return "test" if h < test_share else "dev" if h < test_share + dev_share else "train"
+
+
+def demo_corpus(train_size: int, dev_size: int, test_size: int, seed: int) -> dict[str, list[tuple[str, str]]]:
+    """Distinct pairs for train, dev and test, from a seeded generator."""
+    rng = random.Random(seed)
+    wanted = {"train": train_size, "dev": dev_size, "test": test_size}
+    total = train_size + dev_size + test_size
+    # Route a larger share to the small splits so that they fill up early, then keep only what each split needs.
+    dev_share, test_share = max(dev_size / total, 0.05), max(test_size / total, 0.05)
+    splits: dict[str, list[tuple[str, str]]] = {name: [] for name in wanted}
+    seen: set[str] = set()
+    for _ in range(50 * total):
+        if all(len(splits[n]) >= wanted[n] for n in wanted):
+            break
+        en, fr = generate_pair(rng)
+        if en in seen:
+            continue
+        seen.add(en)
+        name = _split_of(en, dev_share, test_share)
+        if len(splits[name]) < wanted[name]:
+            splits[name].append((en, fr))
+    return splits

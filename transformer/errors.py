@@ -1,0 +1,17 @@
+"""The project's own error types: a user mistake becomes one clear line and exit code 2, never a traceback."""
+
+
+class ToolkitError(Exception):
+    """A problem the user can fix: a bad config value, a missing or broken file, unusable data."""
+
+
+class ConfigError(ToolkitError):
+    """An invalid configuration key or value."""
+
+
+class DataError(ToolkitError):
+    """A corpus that cannot be read or used."""
+
+
+class CheckpointError(ToolkitError):
+    """A checkpoint that cannot be read, or was written by an incompatible version."""
