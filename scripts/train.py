@@ -21,8 +21,10 @@ def main() -> int:
     config = load_config(args.config, args.set)
     out = args.out or f"runs/{Path(args.config).stem}"
     summary = Trainer(config, out, resume=args.resume).train()
-    print(f"best dev BLEU {summary['best_bleu']:.2f} after {summary['step']} steps, {summary['minutes']:.1f} min; "
-          f"checkpoints in {out}")
+    print(
+        f"best dev BLEU {summary['best_bleu']:.2f} after {summary['step']} steps, {summary['minutes']:.1f} min; "
+        f"checkpoints in {out}"
+    )
     return 0
 
 

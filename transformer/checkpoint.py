@@ -70,7 +70,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupted or foreign): {reason}") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, corrupted or foreign): {reason}"
+        ) from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (missing {', '.join(REQUIRED_KEYS)})")
     version = state["format_version"]

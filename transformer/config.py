@@ -189,25 +189,57 @@ def validate(config: Config, source: str = "config") -> None:
         need(getattr(d, key) >= 1, f"data.{key}", f"must be at least 1, got {getattr(d, key)}")
     need(d.src_lang != d.tgt_lang, "data.tgt_lang", "source and target languages must differ")
     need(t.vocab_size >= 16, "tokenizer.vocab_size", f"must be at least 16, got {t.vocab_size}")
-    need(t.model_type in ("unigram", "bpe"), "tokenizer.model_type", f"got {t.model_type!r}; choose unigram or bpe")
+    need(
+        t.model_type in ("unigram", "bpe"),
+        "tokenizer.model_type",
+        f"got {t.model_type!r}; choose unigram or bpe",
+    )
     need(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
     for key in ("d_model", "heads", "d_ff", "encoder_layers", "decoder_layers", "max_positions"):
         need(getattr(m, key) >= 1, f"model.{key}", f"must be a positive integer, got {getattr(m, key)}")
     need(m.d_model % m.heads == 0, "model.d_model", f"{m.d_model} is not divisible by model.heads={m.heads}")
     need(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    need(0 <= m.attention_dropout < 1, "model.attention_dropout", f"must be in [0, 1), got {m.attention_dropout}")
+    need(
+        0 <= m.attention_dropout < 1,
+        "model.attention_dropout",
+        f"must be in [0, 1), got {m.attention_dropout}",
+    )
     need(m.norm in ("pre", "post"), "model.norm", f"got {m.norm!r}; choose pre or post")
-    need(m.max_positions >= d.max_len + 2, "model.max_positions", f"must be at least data.max_len + 2 = {d.max_len + 2}")
-    need(tr.device in ("auto", "cpu", "cuda"), "training.device", f"got {tr.device!r}; choose auto, cpu or cuda")
-    need(tr.precision in ("fp32", "bf16", "auto"), "training.precision", f"got {tr.precision!r}; choose fp32, bf16 or auto")
+    need(
+        m.max_positions >= d.max_len + 2,
+        "model.max_positions",
+        f"must be at least data.max_len + 2 = {d.max_len + 2}",
+    )
+    need(
+        tr.device in ("auto", "cpu", "cuda"),
+        "training.device",
+        f"got {tr.device!r}; choose auto, cpu or cuda",
+    )
+    need(
+        tr.precision in ("fp32", "bf16", "auto"),
+        "training.precision",
+        f"got {tr.precision!r}; choose fp32, bf16 or auto",
+    )
     need(tr.threads >= 0, "training.threads", f"must be >= 0, got {tr.threads}")
-    need(tr.batch_tokens >= 2 * d.max_len, "training.batch_tokens", f"must hold one longest pair: >= {2 * d.max_len}")
+    need(
+        tr.batch_tokens >= 2 * d.max_len,
+        "training.batch_tokens",
+        f"must hold one longest pair: >= {2 * d.max_len}",
+    )
     need(tr.accumulate >= 1, "training.accumulate", f"must be >= 1, got {tr.accumulate}")
     need(tr.lr > 0, "training.lr", f"must be positive, got {tr.lr}")
     need(tr.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {tr.warmup_steps}")
-    need(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas", "must be two numbers in [0, 1)")
+    need(
+        len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas),
+        "training.betas",
+        "must be two numbers in [0, 1)",
+    )
     need(tr.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {tr.weight_decay}")
-    need(0 <= tr.label_smoothing < 1, "training.label_smoothing", f"must be in [0, 1), got {tr.label_smoothing}")
+    need(
+        0 <= tr.label_smoothing < 1,
+        "training.label_smoothing",
+        f"must be in [0, 1), got {tr.label_smoothing}",
+    )
     need(tr.clip_norm >= 0, "training.clip_norm", f"must be >= 0, got {tr.clip_norm}")
     for key in ("max_steps", "max_epochs", "eval_sentences", "patience"):
         need(getattr(tr, key) >= 0, f"training.{key}", f"must be >= 0, got {getattr(tr, key)}")

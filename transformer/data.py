@@ -180,7 +180,12 @@ def encode_pairs(pairs: Pairs, tokenizer: Tokenizer, max_len: int | None = None)
     if max_len is not None:
         keep = [i for i in range(len(src)) if len(src[i]) <= max_len and len(tgt[i]) + 1 <= max_len]
         if len(keep) < len(src):
-            log.info("length filter: dropped %d of %d pairs longer than %d pieces", len(src) - len(keep), len(src), max_len)
+            log.info(
+                "length filter: dropped %d of %d pairs longer than %d pieces",
+                len(src) - len(keep),
+                len(src),
+                max_len,
+            )
         src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
     return Encoded(src, tgt)
 
@@ -194,7 +199,13 @@ class Batch:
     tgt_tokens: int
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.src_tokens, self.tgt_tokens)
+        return Batch(
+            self.src.to(device),
+            self.tgt_in.to(device),
+            self.tgt_out.to(device),
+            self.src_tokens,
+            self.tgt_tokens,
+        )
 
 
 def pad(sequences: list[list[int]]) -> torch.Tensor:

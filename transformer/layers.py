@@ -41,7 +41,9 @@ class PositionalEncoding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> torch.Tensor:
         """(length, d_model) encodings of positions offset … offset + length - 1."""
         if offset + length > self.table.size(0):
-            raise ValueError(f"sequence of {offset + length} positions exceeds model.max_positions={self.table.size(0)}")
+            raise ValueError(
+                f"sequence of {offset + length} positions exceeds model.max_positions={self.table.size(0)}"
+            )
         return self.table[offset : offset + length]
 
 

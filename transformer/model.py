@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from transformer.config import ModelConfig
-from transformer.layers import DecoderCache, DecoderLayer, Dropout, EncoderLayer, LayerCache, PositionalEncoding
+from transformer.layers import (
+    DecoderCache,
+    DecoderLayer,
+    Dropout,
+    EncoderLayer,
+    LayerCache,
+    PositionalEncoding,
+)
 from transformer.masks import causal_mask, padding_mask
 from transformer.tokenizer import PAD_ID
 

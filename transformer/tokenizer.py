@@ -26,13 +26,19 @@ class Tokenizer:
     def __init__(self, model_bytes: bytes) -> None:
         self.model_bytes = model_bytes
         self.sp = spm.SentencePieceProcessor(model_proto=model_bytes)
-        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (
+            PAD_ID,
+            UNK_ID,
+            BOS_ID,
+            EOS_ID,
+        ):
             raise DataError("tokenizer model does not use this toolkit's special ids (pad=0, unk=1, bos=2, eos=3)")
 
     @classmethod
     def train(cls, sentences: Iterable[str], config: TokenizerConfig) -> Tokenizer:
         """Train on the given sentences (source and target together)."""
         model = io.BytesIO()
+        spm.set_random_generator_seed(1)  # the same corpus always gives the same model
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
             model_writer=model,

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from transformer import distributed
 from transformer.checkpoint import load_checkpoint, save_checkpoint, tensor_to_tokenizer, tokenizer_to_tensor
 from transformer.config import Config, config_from_dict
-from transformer.data import Batch, Encoded, batch_plan, collate, encode_pairs, padding_fraction, read_split
+from transformer.data import Encoded, batch_plan, collate, encode_pairs, padding_fraction, read_split
 from transformer.device import autocast, resolve_device, tune_cpu_allocator, use_bf16
 from transformer.errors import ToolkitError
 from transformer.metrics import score
@@ -66,12 +67,18 @@ class Trainer:
             raise ToolkitError(f"--resume: no checkpoint to resume from at {last}")
         if not resume and last.is_file():
             raise ToolkitError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose --out")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if t.threads:
             torch.set_num_threads(t.threads)
         tune_cpu_allocator()
         torch.manual_seed(t.seed)
-        self.device = resolve_device(t.device)
+        self.rank, self.world, self.device = distributed.setup(resolve_device(t.device))
+        self.main = self.rank == 0  # only the main process writes files and logs
+        if not self.main:
+            log.setLevel(logging.WARNING)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
+                stale.unlink()
         self.bf16 = use_bf16(t.precision, self.device)
         state = load_checkpoint(last) if resume else None
         if state is not None:  # the run's own config wins, except for the limits a user may extend on resume
@@ -86,14 +93,20 @@ class Trainer:
         if state is not None:
             self.tokenizer = Tokenizer(tensor_to_tokenizer(state["tokenizer"]))
         else:
-            self.tokenizer = Tokenizer.train([*train_pairs.src, *train_pairs.tgt], config.tokenizer)
-        (self.run_dir / "tokenizer.model").write_bytes(self.tokenizer.model_bytes)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            trained = Tokenizer.train([*train_pairs.src, *train_pairs.tgt], config.tokenizer) if self.main else None
+            self.tokenizer = Tokenizer(distributed.broadcast_bytes(trained and trained.model_bytes, self.world))
+        if self.main:
+            (self.run_dir / "tokenizer.model").write_bytes(self.tokenizer.model_bytes)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         self.train_data: Encoded = encode_pairs(train_pairs, self.tokenizer, config.data.max_len)
         self.dev_data: Encoded = encode_pairs(dev_pairs, self.tokenizer)
         self.dev_pairs = dev_pairs
-        log.info("train: %d pairs, dev: %d pairs, vocabulary: %d", len(self.train_data.src), len(dev_pairs),
-                 self.tokenizer.vocab_size)
+        log.info(
+            "train: %d pairs, dev: %d pairs, vocabulary: %d",
+            len(self.train_data.src),
+            len(dev_pairs),
+            self.tokenizer.vocab_size,
+        )
 
         self.model = Transformer(config.model, self.tokenizer.vocab_size).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -108,6 +121,8 @@ class Trainer:
         if state is not None:
             self._restore(state)
         self.forward = torch.compile(self.model) if t.compile else self.model
+        if self.world > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.forward)
         self.stop_reason: str | None = None
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -131,33 +146,43 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        self.best_bleu, self.bad_evals, self.elapsed = state["best_bleu"], state["bad_evals"], state["elapsed"]
+        self.best_bleu, self.bad_evals, self.elapsed = (
+            state["best_bleu"],
+            state["bad_evals"],
+            state["elapsed"],
+        )
         torch.set_rng_state(state["rng"])
         log.info("resumed at step %d (epoch %d, batch %d)", self.step, self.epoch + 1, self.batch_in_epoch)
 
     def save(self, name: str) -> Path:
         path = self.run_dir / name
-        save_checkpoint(self._state(), path)
+        if self.main:
+            save_checkpoint(self._state(), path)
         return path
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
-    def train_step(self, batches: list[Batch]) -> tuple[float, int]:
-        """One optimizer step over `batches` (gradient accumulation). Returns mean loss per target token, tokens."""
+    def train_step(self, chunk: list[list[int]]) -> tuple[float, int]:
+        """One optimizer step over the batches in `chunk` (gradient accumulation; with N processes, each takes every
+        N-th batch). The loss is averaged over all the step's target tokens. Returns that loss and the token count."""
         t = self.config.training
         self.model.train()
-        total_loss, total_tokens = 0.0, sum(b.tgt_tokens for b in batches)
-        for batch in batches:
-            batch = batch.to(self.device)
+        total_tokens = sum(len(self.train_data.tgt[i]) + 1 for indices in chunk for i in indices)
+        total_loss = 0.0
+        for indices in chunk[self.rank :: self.world]:
+            batch = collate(self.train_data, indices).to(self.device)
             with autocast(self.device, self.bf16):
                 logits = self.forward(batch.src, batch.tgt_in)  # (batch, tgt_len, vocab)
             loss = loss_sum(logits, batch.tgt_out, t.label_smoothing)
-            (loss / total_tokens).backward()
+            (loss * (self.world / total_tokens)).backward()  # DDP averages over processes: world / total = 1 / share
             total_loss += loss.item()
+        total_loss = distributed.sum_over_ranks(total_loss, self.world, self.device)
         if not math.isfinite(total_loss):
             raise TrainingError(
                 f"the loss became {total_loss} at step {self.step + 1}; stopped without updating the weights "
@@ -176,19 +201,31 @@ class Trainer:
         """Train until a limit (steps, epochs, minutes), early stopping, or a signal; return the final metrics."""
         t = self.config.training
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        progress = tqdm(total=t.max_steps or None, initial=self.step, unit="step", dynamic_ncols=True,
-                        disable=None, file=sys.stderr)
+        progress = tqdm(
+            disable=None if self.main else True,
+            total=t.max_steps or None,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         started = time.perf_counter() - self.elapsed
         window_tokens, window_start, last_eval_step = 0, time.perf_counter(), -1
         try:
             while self.stop_reason is None:
                 plan = batch_plan(self.train_data, t.batch_tokens, t.seed, self.epoch)
                 if self.batch_in_epoch == 0:
-                    log.info("epoch %d: %d batches, %.1f%% padding", self.epoch + 1, len(plan),
-                             100 * padding_fraction(self.train_data, plan))
-                while self.batch_in_epoch < len(plan) and self.stop_reason is None:
-                    chunk = plan[self.batch_in_epoch : self.batch_in_epoch + t.accumulate]
-                    loss, tokens = self.train_step([collate(self.train_data, b) for b in chunk])
+                    log.info(
+                        "epoch %d: %d batches, %.1f%% padding",
+                        self.epoch + 1,
+                        len(plan),
+                        100 * padding_fraction(self.train_data, plan),
+                    )
+                per_step = t.accumulate * self.world
+                # With several processes every step needs a full share for each; the epoch's tail is skipped.
+                while self.batch_in_epoch + (per_step if self.world > 1 else 1) <= len(plan) and not self.stop_reason:
+                    chunk = plan[self.batch_in_epoch : self.batch_in_epoch + per_step]
+                    loss, tokens = self.train_step(chunk)
                     self.batch_in_epoch += len(chunk)
                     self.elapsed = time.perf_counter() - started
                     window_tokens += tokens
@@ -199,15 +236,23 @@ class Trainer:
                         progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tgt_tok_s=f"{rate:.0f}")
                         if progress.disable:
                             log.info("step %d  loss %.3f  lr %.2e  %.0f target tokens/s", self.step, loss, lr, rate)
-                        self._log_metrics({"type": "train", "step": self.step, "epoch": self.epoch + 1,
-                                           "loss": loss, "lr": lr, "tgt_tokens_per_s": rate,
-                                           "minutes": self.elapsed / 60})
+                        self._log_metrics(
+                            {
+                                "type": "train",
+                                "step": self.step,
+                                "epoch": self.epoch + 1,
+                                "loss": loss,
+                                "lr": lr,
+                                "tgt_tokens_per_s": rate,
+                                "minutes": self.elapsed / 60,
+                            }
+                        )
                         window_tokens, window_start = 0, time.perf_counter()
                     if self.step % t.eval_every == 0:
                         self.validate(progress)
                         last_eval_step = self.step
                     self._check_limits()
-                if self.batch_in_epoch >= len(plan):
+                if self.batch_in_epoch + (per_step if self.world > 1 else 1) > len(plan):
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                     if t.max_epochs and self.epoch >= t.max_epochs:
                         self.stop_reason = self.stop_reason or f"reached training.max_epochs={t.max_epochs}"
@@ -219,11 +264,16 @@ class Trainer:
             progress.close()
             for s, handler in previous_handlers.items():
                 signal.signal(s, handler)
+            distributed.cleanup(self.world)
         log.info("stopped at step %d: %s", self.step, self.stop_reason)
         if interrupted:
             log.info("saved %s; continue with --resume --out %s", self.run_dir / "last.pt", self.run_dir)
-        return {"step": self.step, "best_bleu": self.best_bleu, "minutes": self.elapsed / 60,
-                "stop_reason": self.stop_reason}
+        return {
+            "step": self.step,
+            "best_bleu": self.best_bleu,
+            "minutes": self.elapsed / 60,
+            "stop_reason": self.stop_reason,
+        }
 
     def _check_limits(self) -> None:
         t = self.config.training
@@ -233,6 +283,9 @@ class Trainer:
             self.stop_reason = self.stop_reason or f"reached training.max_minutes={t.max_minutes}"
         if t.patience and self.bad_evals >= t.patience:
             self.stop_reason = self.stop_reason or f"no better dev BLEU in {t.patience} validations (early stopping)"
+        # Clocks and signals differ between processes: stop all when any one stops.
+        if self.world > 1 and distributed.sum_over_ranks(float(self.stop_reason is not None), self.world, self.device):
+            self.stop_reason = self.stop_reason or "another process stopped"
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_reason = f"received {signal.Signals(signum).name}"
@@ -261,20 +314,30 @@ class Trainer:
         hypotheses = translator.translate(sources)
         scores = score(hypotheses, references)
         loss = self.dev_loss()
-        record = {"type": "dev", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
-                  "perplexity": math.exp(min(loss, 50)), "bleu": scores.bleu, "chrf": scores.chrf,
-                  "minutes": self.elapsed / 60}
+        record = {
+            "type": "dev",
+            "step": self.step,
+            "epoch": self.epoch + 1,
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50)),
+            "bleu": scores.bleu,
+            "chrf": scores.chrf,
+            "minutes": self.elapsed / 60,
+        }
         self._log_metrics(record)
         improved = scores.bleu > self.best_bleu
         if improved:
             self.best_bleu, self.bad_evals = scores.bleu, 0
         else:
             self.bad_evals += 1
-        lines = [f"step {self.step}: dev loss {loss:.3f}, ppl {record['perplexity']:.2f}, BLEU {scores.bleu:.2f}, "
-                 f"chrF {scores.chrf:.2f}" + ("  (best so far)" if improved else f"  (best {self.best_bleu:.2f})")]
+        lines = [
+            f"step {self.step}: dev loss {loss:.3f}, ppl {record['perplexity']:.2f}, BLEU {scores.bleu:.2f}, "
+            f"chrF {scores.chrf:.2f}" + ("  (best so far)" if improved else f"  (best {self.best_bleu:.2f})")
+        ]
         for src, hyp in list(zip(sources, hypotheses, strict=True))[:3]:
             lines.append(f"  {src}  →  {hyp}")
-        (progress.write if progress is not None else print)("\n".join(lines), file=sys.stderr)
+        if self.main:
+            (progress.write if progress is not None else print)("\n".join(lines), file=sys.stderr)
         self.save("last.pt")
         if improved:
             self.save("best.pt")

@@ -1,7 +1,7 @@
 """Translate text with a trained model: the Python API behind `scripts/translate.py` and `scripts/evaluate.py`.
 
-    from transformer import Translator
-    Translator.from_checkpoint("runs/demo").translate(["The black cat sleeps."])
+from transformer import Translator
+Translator.from_checkpoint("runs/demo").translate(["The black cat sleeps."])
 """
 
 from __future__ import annotations
@@ -34,16 +34,19 @@ class AttentionMap:
 
 class Translator:
     def __init__(
-        self, model: Transformer, tokenizer: Tokenizer, decoding: DecodingConfig, device: torch.device, bf16: bool
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        decoding: DecodingConfig,
+        device: torch.device,
+        bf16: bool,
     ) -> None:
         self.model, self.tokenizer, self.decoding = model, tokenizer, decoding
         self.device, self.bf16 = device, bf16
         self.max_src_len = model.config.max_positions - 1  # pieces, before the source's EOS
 
     @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, device: str = "auto", precision: str | None = None
-    ) -> Translator:
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", precision: str | None = None) -> Translator:
         """Rebuild model and tokenizer from a checkpoint (or a run directory) alone."""
         state = load_checkpoint(path)
         config: Config = config_from_dict(state["config"], source=f"{path} (config)")

@@ -1,0 +1,111 @@
+import pytest
+import yaml
+from conftest import ROOT, run_script
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transformer.config import Config, ConfigError, apply_overrides, config_from_dict, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "multi30k_en_fr.yaml"])
+def test_shipped_configs_load_and_every_key_is_commented(name):
+    path = ROOT / "configs" / name
+    config = load_config(path)
+    assert isinstance(config, Config)
+    for line in path.read_text().splitlines():
+        if line.startswith("  ") and ":" in line and not line.strip().startswith("#"):
+            key = line.split(":")[0].strip()
+            if key not in (
+                "src_lang",
+                "tgt_lang",
+                "train_split",
+                "dev_split",
+                "test_split",
+                "seed",
+                "label_smoothing",
+                "encoder_layers",
+                "decoder_layers",
+                "max_len_b",
+            ):
+                assert "#" in line, f"{name}: key {key!r} has no comment"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  d_modle: 256\n", "did you mean 'd_model'"),
+        ("modle:\n  d_model: 256\n", "did you mean 'model'"),
+        ("model:\n  d_model: 250\n  heads: 4\n", "model.d_model: 250 is not divisible by model.heads=4"),
+        ("model:\n  dropout: 1.5\n", "model.dropout: must be in [0, 1)"),
+        ("model:\n  heads: four\n", "model.heads: expected int, got 'four'"),
+        ("training:\n  precision: fp16\n", "choose fp32, bf16 or auto"),
+        ("training:\n  lr: [1]\n", "training.lr: expected float"),
+        (
+            "data:\n  corpus: files\n  path: /does/not/exist\n",
+            "data.path: directory not found: /does/not/exist",
+        ),
+        ("data:\n  corpus: wmt\n", "data.corpus: got 'wmt'"),
+        ("model: [1, 2\n", "YAML syntax error"),
+        ("", "the config file is empty"),
+        ("- 1\n- 2\n", "expected a mapping"),
+    ],
+)
+def test_config_errors_name_the_key_and_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_overrides_are_parsed_and_checked():
+    config = load_config(ROOT / "configs" / "demo.yaml", ["training.max_steps=7", "model.norm=post"])
+    assert config.training.max_steps == 7 and config.model.norm == "post"
+    with pytest.raises(ConfigError, match="training.max_steps: expected int"):
+        apply_overrides(config, ["training.max_steps=many"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_overrides(config, ["max_steps=3"])
+    with pytest.raises(ConfigError, match="did you mean 'max_steps'"):
+        apply_overrides(config, ["training.max_step=3"])
+
+
+def test_a_config_error_is_one_line_and_exit_code_2(tmp_path):
+    path = write(tmp_path, "model:\n  d_model: 250\n  heads: 4\n")
+    result = run_script("train.py", "--config", str(path), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {path}: model.d_model: 250 is not divisible by model.heads=4"
+    ]
+    missing = run_script("train.py", "--config", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "config file not found" in missing.stderr
+
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5000),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=3),
+)
+base = Config().to_dict()
+keys = [(s, k) for s, section in base.items() for k in section] + [("model", "bogus"), ("nosection", "x")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(keys), values), max_size=4))
+def test_random_mutations_give_a_valid_config_or_a_config_error(mutations):
+    raw = yaml.safe_load(yaml.safe_dump(base))
+    for (section, key), value in mutations:
+        raw.setdefault(section, {})[key] = value
+    try:
+        config = config_from_dict(raw)
+    except ConfigError:
+        return
+    assert config.model.d_model % config.model.heads == 0

@@ -1,0 +1,130 @@
+import gzip
+
+import pytest
+
+from transformer.config import DataConfig
+from transformer.data import Encoded, batch_plan, clean_text, padding_fraction, read_lines, read_split
+from transformer.demo_corpus import demo_corpus
+from transformer.errors import DataError
+
+
+def test_demo_splits_never_share_a_sentence():
+    splits = demo_corpus(2000, 200, 200, seed=7)
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [2000, 200, 200]
+    english = {name: {en for en, _ in pairs} for name, pairs in splits.items()}
+    assert not english["train"] & english["dev"] and not english["train"] & english["test"]
+    assert not english["dev"] & english["test"]
+    assert demo_corpus(2000, 200, 200, seed=7) == splits  # seeded
+
+
+def test_demo_grammar_agrees_in_gender_and_number_and_contracts():
+    pairs = dict(pair for split in demo_corpus(6000, 10, 10, seed=1).values() for pair in split)
+    french = " ".join(pairs.values())
+    for phrase in ("chat noir", "voiture noire", "chats noirs", "petite", " du ", " au ", " aux "):
+        assert phrase in french
+    for en, fr in pairs.items():
+        if en.startswith("The black cats "):
+            assert fr.startswith("Les chats noirs ")
+        if en.startswith("The small house "):
+            assert fr.startswith("La petite maison ")
+        assert " de le " not in fr and " à le " not in fr and " de les " not in fr
+
+
+def write_pair(tmp_path, name, src: bytes, tgt: bytes, gz=False):
+    for lang, payload in (("en", src), ("fr", tgt)):
+        path = tmp_path / (f"{name}.{lang}.gz" if gz else f"{name}.{lang}")
+        path.write_bytes(gzip.compress(payload) if gz else payload)
+
+
+def test_line_files_with_bom_crlf_bad_bytes_and_empty_lines(tmp_path):
+    write_pair(
+        tmp_path,
+        "train",
+        b"\xef\xbb\xbfHello.\r\n\r\n  \r\nBad \xff byte\x07.\r\nTwo\x1cparts\n",
+        b"Bonjour.\r\nVide.\r\nRien.\r\nMauvais.\r\nDeux parties\n",
+        gz=True,
+    )
+    config = DataConfig(corpus="files", path=str(tmp_path))
+    pairs = read_split(config, "train")
+    assert pairs.src == [
+        "Hello.",
+        "Bad \ufffd byte .",
+        "Two parts",
+    ]  # empty pairs dropped, \x1c keeps one line
+    assert pairs.tgt == ["Bonjour.", "Mauvais.", "Deux parties"]
+
+
+def test_different_line_counts_are_an_error_naming_both(tmp_path):
+    write_pair(tmp_path, "train", b"a\nb\nc\n", b"x\ny\n")
+    with pytest.raises(DataError, match=r"3 source lines in .*train\.en but 2 target lines in .*train\.fr"):
+        read_split(DataConfig(corpus="files", path=str(tmp_path)), "train")
+
+
+def test_missing_split_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"data file not found: .*val\.en"):
+        read_split(DataConfig(corpus="files", path=str(tmp_path)), "dev")
+
+
+def test_tsv_and_jsonl_corpora_with_named_columns(tmp_path):
+    (tmp_path / "train.tsv").write_text("english\tfrench\nThe cat.\tLe chat.\nA dog.\tUn chien.\n")
+    (tmp_path / "train.jsonl").write_text('{"translation": {"en": "The cat.", "fr": "Le chat."}}\n')
+    tsv = read_split(DataConfig(corpus="tsv", path=str(tmp_path), src_field="english", tgt_field="french"), "train")
+    assert tsv.src == ["The cat.", "A dog."] and tsv.tgt == ["Le chat.", "Un chien."]
+    jsonl = DataConfig(corpus="jsonl", path=str(tmp_path), src_field="translation.en", tgt_field="translation.fr")
+    assert read_split(jsonl, "train").tgt == ["Le chat."]
+    with pytest.raises(DataError, match="no field 'nope'"):
+        read_split(DataConfig(corpus="tsv", path=str(tmp_path), src_field="nope", tgt_field="french"), "train")
+
+
+def test_read_lines_keeps_unicode_line_separators_inside_a_line(tmp_path):
+    path = tmp_path / "x.en"
+    path.write_bytes("one\u2028still one\nlast".encode())
+    assert read_lines(path) == ["one\u2028still one", "last"]
+    assert clean_text("one\u2028still one") == "one still one"
+
+
+def test_batches_cover_every_pair_once_within_the_token_budget():
+    lengths = [(3 + i % 17, 2 + (i * 7) % 19) for i in range(500)]
+    data = Encoded([[5] * s for s, _ in lengths], [[6] * t for _, t in lengths])
+    plan = batch_plan(data, batch_tokens=200, seed=1, epoch=0)
+    assert sorted(i for b in plan for i in b) == list(range(500))
+    for b in plan:
+        assert len(b) * max(len(data.src[i]) + len(data.tgt[i]) + 1 for i in b) <= 200
+    assert plan == batch_plan(data, 200, seed=1, epoch=0)  # the same epoch gives the same plan
+    assert plan != batch_plan(data, 200, seed=1, epoch=1)
+    assert padding_fraction(data, plan) < 0.25  # bucketing keeps padding small
+
+
+def test_multi30k_downloads_once_into_the_cache(tmp_path, monkeypatch):
+    served = []
+
+    class Response:
+        def __init__(self, url):
+            served.append(url)
+            self.payload = gzip.compress(b"one\ntwo\n")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            return self.payload
+
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Response(url))
+    config = DataConfig(corpus="multi30k", cache_dir=str(tmp_path), dev_split="val")
+    assert read_split(config, "dev").src == ["one", "two"]
+    assert read_split(config, "dev").tgt == ["one", "two"]
+    assert served == [
+        "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/val.en.gz",
+        "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/val.fr.gz",
+    ]
+    assert sorted(p.name for p in (tmp_path / "multi30k").iterdir()) == ["val.en.gz", "val.fr.gz"]
+
+
+def test_hub_corpus_is_loaded_through_datasets(tmp_path):
+    # load_dataset also takes a local folder, which stands in for a Hub repository without the network
+    (tmp_path / "train.jsonl").write_text('{"translation": {"en": "Hi.", "fr": "Salut."}}\n')
+    config = DataConfig(corpus="hub", hub_name=str(tmp_path), src_field="translation.en", tgt_field="translation.fr")
+    assert read_split(config, "train").tgt == ["Salut."]

@@ -1,0 +1,84 @@
+import pytest
+import torch
+from conftest import random_ids, tiny_model
+
+from transformer.decoding import greedy_decode
+from transformer.layers import DecoderCache
+from transformer.tokenizer import BOS_ID, PAD_ID
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_changing_a_later_target_token_leaves_earlier_outputs_unchanged(norm):
+    model = tiny_model(norm=norm)
+    src, tgt = random_ids(2, 7, seed=1), random_ids(2, 6, seed=2)
+    encoded = model.encode(src)
+    logits = model.decode(tgt, encoded).logits
+    for t in range(5):
+        changed = tgt.clone()
+        changed[:, t + 1 :] = random_ids(2, 5 - t, seed=10 + t)  # every token after t
+        changed_logits = model.decode(changed, encoded).logits
+        assert torch.allclose(logits[:, : t + 1], changed_logits[:, : t + 1], atol=1e-5)
+        assert not torch.allclose(logits[:, t + 1 :], changed_logits[:, t + 1 :], atol=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_padding_does_not_change_real_positions(norm):
+    model = tiny_model(norm=norm)
+    src, tgt = random_ids(1, 5, seed=3), random_ids(1, 4, seed=4)
+    padded_src = torch.cat([src, torch.full((1, 3), PAD_ID)], dim=1)
+    padded_tgt = torch.cat([tgt, torch.full((1, 2), PAD_ID)], dim=1)
+    plain, padded = model.encode(src), model.encode(padded_src)
+    assert torch.allclose(plain.memory, padded.memory[:, :5], atol=1e-5)
+    logits = model.decode(tgt, plain).logits
+    padded_logits = model.decode(padded_tgt, padded).logits
+    assert torch.allclose(logits, padded_logits[:, :4], atol=1e-5)
+
+
+def test_cross_attention_gives_padded_source_positions_zero_weight():
+    model = tiny_model()
+    src = random_ids(2, 6, seed=5)
+    src[0, 4:] = PAD_ID
+    tgt = random_ids(2, 3, seed=6)
+    out = model.decode(tgt, model.encode(src), need_weights=True)
+    assert len(out.cross_weights) == 2 and out.cross_weights[0].shape == (2, 4, 3, 6)
+    for weights in out.cross_weights:
+        assert torch.all(weights[0, :, :, 4:] == 0)
+        assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 3), atol=1e-5)
+
+
+def test_cached_decoding_gives_the_same_logits_as_full_recomputation():
+    model = tiny_model()
+    src, tgt = random_ids(3, 7, seed=7), random_ids(3, 6, seed=8)
+    src[1, 5:] = PAD_ID
+    encoded = model.encode(src)
+    full = model.decode(tgt, encoded).logits  # (3, 6, vocab)
+    cache = DecoderCache()
+    steps = [model.decode(tgt[:, t : t + 1], encoded, cache).logits for t in range(6)]
+    assert cache.length == 6
+    assert torch.allclose(full, torch.cat(steps, dim=1), atol=1e-5)
+
+
+def test_cached_greedy_decoding_gives_the_same_tokens_as_recomputation():
+    model = tiny_model(seed=3)
+    src = random_ids(5, 9, seed=9)
+    src[2, 4:] = PAD_ID
+    src[4, 6:] = PAD_ID
+    assert greedy_decode(model, src, use_cache=True) == greedy_decode(model, src, use_cache=False)
+
+
+def test_batched_decoding_equals_one_sentence_at_a_time():
+    model = tiny_model(seed=4)
+    src = random_ids(4, 8, seed=11)
+    src[1, 3:] = PAD_ID
+    batched = greedy_decode(model, src)
+    single = [greedy_decode(model, src[i : i + 1, : int((src[i] != PAD_ID).sum())])[0] for i in range(4)]
+    assert batched == single
+
+
+def test_tied_embeddings_share_one_matrix():
+    model = tiny_model()
+    tgt = torch.tensor([[BOS_ID, 5]])
+    out = model.decode(tgt, model.encode(random_ids(1, 3)))
+    assert out.logits.shape[-1] == model.embedding.weight.shape[0]
+    names = [n for n, _ in model.named_parameters() if "embedding" in n]
+    assert names == ["embedding.weight"]
