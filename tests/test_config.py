@@ -64,8 +64,11 @@ def test_config_errors_name_the_key_and_the_problem(tmp_path, text, message):
 
 
 def test_overrides_are_parsed_and_checked():
-    config = load_config(ROOT / "configs" / "demo.yaml", ["training.max_steps=7", "model.norm=post"])
+    config = load_config(
+        ROOT / "configs" / "demo.yaml", ["training.max_steps=7", "model.norm=post", "training.lr=1e-3"]
+    )
     assert config.training.max_steps == 7 and config.model.norm == "post"
+    assert config.training.lr == 0.001  # YAML 1.1 reads 1e-3 as a string; a float key accepts it
     with pytest.raises(ConfigError, match="training.max_steps: expected int"):
         apply_overrides(config, ["training.max_steps=many"])
     with pytest.raises(ConfigError, match="expected section.key=value"):

@@ -273,6 +273,8 @@ def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
             return value
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return value
+        if kind is float and isinstance(value, str):
+            value = _yaml11_float(value)  # PyYAML reads 1e-3 (no dot, no sign) as a string
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(f"{source}: {key}: must be a finite number, got {value}")
@@ -284,6 +286,13 @@ def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
             return [_check_type(key, v, item, source) for v in value]
     names = " or ".join(getattr(k, "__name__", str(k)).replace("NoneType", "null") for k in allowed)
     raise ConfigError(f"{source}: {key}: expected {names}, got {value!r}")
+
+
+def _yaml11_float(text: str) -> float | str:
+    try:
+        return float(text) if any(c.isdigit() for c in text) else text
+    except ValueError:
+        return text
 
 
 def _suggest(name: str, valid: Any) -> str:

@@ -85,7 +85,7 @@ class Trainer:
             saved = config_from_dict(state["config"], source=str(last))
             saved.training.max_steps, saved.training.max_epochs = t.max_steps, t.max_epochs
             saved.training.max_minutes = t.max_minutes
-            self.config = config = saved
+            self.config, config, t = saved, saved, saved.training
 
         log.info("reading the %s corpus", config.data.corpus)
         train_pairs = read_split(config.data, "train")
