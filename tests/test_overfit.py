@@ -3,9 +3,9 @@ import torch
 from transformer.config import ModelConfig
 from transformer.data import Pairs, collate, encode_pairs
 from transformer.decoding import greedy_decode
+from transformer.loss import loss_sum
 from transformer.model import Transformer
 from transformer.tokenizer import Tokenizer
-from transformer.trainer import loss_sum
 
 PAIRS = Pairs(
     src=[

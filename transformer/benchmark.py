@@ -21,9 +21,9 @@ from transformer.data import Batch, Encoded, batch_plan, collate, pad
 from transformer.decoding import greedy_decode
 from transformer.device import autocast
 from transformer.layers import DecoderCache, PositionalEncoding
+from transformer.loss import loss_sum
 from transformer.model import Transformer
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from transformer.trainer import loss_sum
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:

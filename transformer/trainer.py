@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
@@ -27,9 +26,10 @@ from transformer.config import Config, config_from_dict
 from transformer.data import Encoded, batch_plan, collate, encode_pairs, padding_fraction, read_split
 from transformer.device import autocast, resolve_device, tune_cpu_allocator, use_bf16
 from transformer.errors import ToolkitError
+from transformer.loss import loss_sum
 from transformer.metrics import score
 from transformer.model import Transformer
-from transformer.tokenizer import PAD_ID, Tokenizer
+from transformer.tokenizer import Tokenizer
 from transformer.translator import Translator
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,6 @@ def learning_rate(step: int, peak: float, warmup: int) -> float:
     if warmup == 0:
         return peak
     return peak * min(step / warmup, math.sqrt(warmup / step))
-
-
-def loss_sum(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Summed cross-entropy over real target tokens; padding positions contribute nothing."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),  # (batch * tgt_len, vocab), fp32 for a stable softmax
-        target.reshape(-1),
-        ignore_index=PAD_ID,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
 
 
 class Trainer:
