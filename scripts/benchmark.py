@@ -93,6 +93,7 @@ def main() -> int:
         ("ours, cache, one at a time", bench.our_greedy(model, config, True), dev[: args.single], 1),
         ("ours, no cache, one at a time", bench.our_greedy(model, config, False), dev[: args.single], 1),
         (f"torch.nn.Transformer, batch {size}", bench.baseline_greedy(baseline, config), dev, size),
+        ("torch.nn.Transformer, one at a time", bench.baseline_greedy(baseline, config), dev[: args.single], 1),
         (f"ours, cache, batch {size}, test split", bench.our_greedy(model, config, True), test, size),
         ("ours, cache, batch 64, test split", bench.our_greedy(model, config, True), test, 64),
     ]

@@ -1,8 +1,9 @@
 import math
 
 import torch
+import torch.nn.functional as F
 
-from transformer.loss import loss_sum
+from transformer.loss import loss_sum, projected_loss_sum
 from transformer.tokenizer import PAD_ID
 
 
@@ -26,3 +27,21 @@ def test_label_smoothing_spreads_epsilon_over_the_vocabulary():
     confident = torch.full((1, 1, 10), -20.0)
     confident[0, 0, 4] = 20.0
     assert loss_sum(confident, target, 0.0) < loss_sum(confident, target, 0.1)  # smoothing penalizes certainty
+
+
+def test_the_chunked_projection_loss_equals_the_plain_one_in_value_and_gradients():
+    """Training's fused path (chunks, gradient in the forward pass, padding dropped) against the textbook one."""
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 700, 16, requires_grad=True)  # 2,100 positions: several chunks of CHUNK
+    weight = torch.randn(50, 16, requires_grad=True)
+    target = torch.randint(4, 50, (3, 700))
+    target[0, 500:], target[2, 100:] = PAD_ID, PAD_ID
+    for smoothing in (0.0, 0.1):
+        fused = projected_loss_sum(hidden, weight, target, smoothing)
+        fused_grads = torch.autograd.grad(fused * 0.5, (hidden, weight))
+        plain = loss_sum(F.linear(hidden, weight), target, smoothing)
+        plain_grads = torch.autograd.grad(plain * 0.5, (hidden, weight))
+        assert torch.allclose(fused, plain, rtol=1e-5)
+        for a, b in zip(fused_grads, plain_grads, strict=True):
+            assert torch.allclose(a, b, atol=1e-4)
+        assert torch.all(fused_grads[0][2, 100:] == 0)  # padding gets no gradient

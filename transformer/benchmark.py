@@ -72,14 +72,18 @@ class BaselineTransformer(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(ids) * math.sqrt(self.d_model) + self.positions(ids.size(1))
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """The same contract as `Transformer.forward`: the summed loss, here through the usual full logits."""
         causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1), dtype=torch.bool)
         src_pad, tgt_pad = src == PAD_ID, tgt_in == PAD_ID  # nn.Transformer's convention: True = ignore
         out = self.core(
             self.embed(src), self.embed(tgt_in), tgt_mask=causal, src_key_padding_mask=src_pad,
             tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad, tgt_is_causal=True,
         )  # fmt: skip
-        return F.linear(out, self.embedding.weight)  # (batch, tgt_len, vocab)
+        logits = F.linear(out, self.embedding.weight)  # (batch, tgt_len, vocab)
+        return loss_sum(logits, tgt_out, label_smoothing)
 
     @torch.no_grad()
     def greedy(self, src: torch.Tensor, steps: int) -> torch.Tensor:
@@ -108,14 +112,14 @@ def time_training(
     model: nn.Module, batches: list[Batch], flops: list[float], warmup: int, bf16: bool, label_smoothing: float
 ) -> TrainResult:
     """Full training steps (forward, loss, backward, Adam) over `batches`; the first `warmup` are not timed."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
     device = torch.device("cpu")
     model.train()
 
     def step(batch: Batch) -> None:
         with autocast(device, bf16):
-            logits = model(batch.src, batch.tgt_in)
-        (loss_sum(logits, batch.tgt_out, label_smoothing) / batch.tgt_tokens).backward()
+            loss = model(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing)  # summed over target tokens
+        (loss / batch.tgt_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

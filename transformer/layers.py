@@ -12,8 +12,13 @@ from transformer.attention import MultiHeadAttention
 
 
 class Dropout(nn.Module):
-    """Inverted dropout. Same result as nn.Dropout, but its mask comes from `rand < p`, which on a CPU is about
-    three times faster than the Bernoulli sampler nn.Dropout uses (measured: 3.3 ms vs 9.3 ms for 3000×256)."""
+    """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 - p).
+
+    Same as nn.Dropout, with a cheaper mask. A CPU's random generator is serial, and nn.Dropout draws a float per
+    element; here each 64-bit draw yields the 16-bit random numbers of four elements (p is rounded to a multiple
+    of 1/65536). Measured on 3000×1024 on 2 cores: 7 ms per mask, against 15-24 ms for torch.rand and 30-37 ms
+    for the Bernoulli sampler of nn.Dropout.
+    """
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -22,8 +27,16 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        return x * dropout_mask(x.shape, self.p, x.dtype, x.device)
+
+
+def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor of `shape` holding 0 with probability p (rounded to 1/65536) and 1 / (1 - p) elsewhere."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)  # all 64 bits
+    r = bits.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
+    dropped = round(p * 65536)  # how many of the 65,536 values mean "drop"
+    return (r >= dropped - 32768).to(dtype) * (65536 / (65536 - dropped))
 
 
 class PositionalEncoding(nn.Module):

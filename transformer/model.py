@@ -18,6 +18,7 @@ from transformer.layers import (
     LayerCache,
     PositionalEncoding,
 )
+from transformer.loss import projected_loss_sum
 from transformer.masks import causal_mask, padding_mask
 from transformer.tokenizer import PAD_ID
 
@@ -97,6 +98,18 @@ class Transformer(nn.Module):
 
         With a cache, each call adds its positions' keys and values, so generating computes each position once.
         """
+        states, self_weights, cross_weights = self.decoder_states(tgt, encoded, cache, need_weights)
+        logits = F.linear(states, self.embedding.weight)  # (batch, tgt_len, vocab)
+        return DecoderOutput(logits, self_weights, cross_weights)
+
+    def decoder_states(
+        self,
+        tgt: torch.Tensor,
+        encoded: EncoderOutput,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """The decoder's final states (batch, tgt_len, d_model), before the output projection."""
         offset = cache.length if cache is not None else 0
         if cache is not None and not cache.layers:
             cache.layers = [LayerCache() for _ in self.decoder_layers]
@@ -115,9 +128,12 @@ class Transformer(nn.Module):
                 cross_weights.append(cw)
         if cache is not None:
             cache.length = total
-        logits = F.linear(self.decoder_norm(x), self.embedding.weight)  # (batch, tgt_len, vocab)
-        return DecoderOutput(logits, self_weights, cross_weights)
+        return self.decoder_norm(x), self_weights, cross_weights
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: (batch, src_len), (batch, tgt_len) → logits (batch, tgt_len, vocab)."""
-        return self.decode(tgt_in, self.encode(src)).logits
+    def forward(
+        self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """Teacher forcing, what training computes: (batch, src_len) sources, (batch, tgt_len) BOS + target in,
+        (batch, tgt_len) target + EOS out → the label-smoothed loss summed over the real target tokens."""
+        states, _, _ = self.decoder_states(tgt_in, self.encode(src))  # (batch, tgt_len, d_model)
+        return projected_loss_sum(states, self.embedding.weight, tgt_out, label_smoothing)

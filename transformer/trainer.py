@@ -26,7 +26,6 @@ from transformer.config import Config, config_from_dict
 from transformer.data import Encoded, batch_plan, collate, encode_pairs, padding_fraction, read_split
 from transformer.device import autocast, resolve_device, tune_cpu_allocator, use_bf16
 from transformer.errors import ToolkitError
-from transformer.loss import loss_sum
 from transformer.metrics import score
 from transformer.model import Transformer
 from transformer.tokenizer import Tokenizer
@@ -99,7 +98,12 @@ class Trainer:
 
         self.model = Transformer(config.model, self.tokenizer.vocab_size).to(self.device)
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=1e-9, weight_decay=t.weight_decay
+            self.model.parameters(),
+            lr=t.lr,
+            betas=tuple(t.betas),
+            eps=1e-9,
+            weight_decay=t.weight_decay,
+            fused=True,  # one kernel for all parameters instead of ~10 small ops per tensor
         )
         self.step = 0  # optimizer steps taken
         self.epoch = 0
@@ -167,8 +171,7 @@ class Trainer:
         for indices in chunk[self.rank :: self.world]:
             batch = collate(self.train_data, indices).to(self.device)
             with autocast(self.device, self.bf16):
-                logits = self.forward(batch.src, batch.tgt_in)  # (batch, tgt_len, vocab)
-            loss = loss_sum(logits, batch.tgt_out, t.label_smoothing)
+                loss = self.forward(batch.src, batch.tgt_in, batch.tgt_out, t.label_smoothing)  # summed
             (loss * (self.world / total_tokens)).backward()  # DDP averages over processes: world / total = 1 / share
             total_loss += loss.item()
         total_loss = distributed.sum_over_ranks(total_loss, self.world, self.device)
@@ -289,8 +292,7 @@ class Trainer:
         for indices in batch_plan(self.dev_data, self.config.training.batch_tokens, 0, 0, shuffle=False):
             batch = collate(self.dev_data, indices).to(self.device)
             with autocast(self.device, self.bf16):
-                logits = self.model(batch.src, batch.tgt_in)
-            total += loss_sum(logits, batch.tgt_out, 0.0).item()
+                total += self.model(batch.src, batch.tgt_in, batch.tgt_out).item()
             tokens += batch.tgt_tokens
         return total / max(tokens, 1)
 
