@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import ROOT, TINY_DEMO, run_script
 
@@ -45,7 +46,8 @@ def test_starting_over_an_existing_run_needs_resume(demo_run):
     assert result.returncode == 2 and "pass --resume" in result.stderr
 
 
-def test_sigterm_saves_last_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C, and what schedulers send
+def test_a_stop_signal_saves_last_and_says_how_to_resume(tmp_path, sig):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -70,10 +72,10 @@ def test_sigterm_saves_last_and_says_how_to_resume(tmp_path):
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:  # training has started
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
-    assert "received SIGTERM" in stderr and "--resume" in stderr
+    assert f"received {sig.name}" in stderr and "--resume" in stderr
     assert load_checkpoint(out / "last.pt")["step"] > 0
 
 
