@@ -16,8 +16,8 @@ class Dropout(nn.Module):
 
     Same as nn.Dropout, with a cheaper mask. A CPU's random generator is serial, and nn.Dropout draws a float per
     element; here each 64-bit draw yields the 16-bit random numbers of four elements (p is rounded to a multiple
-    of 1/65536). Measured on 3000×1024 on 2 cores: 7 ms per mask, against 15-24 ms for torch.rand and 30-37 ms
-    for the Bernoulli sampler of nn.Dropout.
+    of 1/65536). Profiled over 10 Multi30k training steps on 2 cores: drawing the masks' random numbers took
+    2.08 s with torch.rand and 0.47 s this way.
     """
 
     def __init__(self, p: float) -> None:
