@@ -15,9 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 from transformer.checkpoint import load_checkpoint
 from transformer.cli import run
 from transformer.config import config_from_dict
-from transformer.data import read_lines, read_split
+from transformer.data import read_split
 from transformer.errors import ToolkitError
 from transformer.metrics import score
+from transformer.text import read_lines
 from transformer.translator import Translator
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from transformer.cli import run
-from transformer.data import read_lines
 from transformer.errors import ToolkitError
+from transformer.text import read_lines
 from transformer.translator import Translator
 
 
@@ -36,9 +36,7 @@ def main() -> int:
             raise ToolkitError(f"--input: file not found: {args.input}")
         sentences = read_lines(Path(args.input))
     else:
-        sentences = sys.stdin.read().replace("\r\n", "\n").split("\n")
-        if sentences and sentences[-1] == "":
-            sentences.pop()
+        sentences = read_lines(sys.stdin.buffer)
     translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
     translations = translator.translate(sentences)
     if args.output:

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 import yaml
-from conftest import ROOT, run_script
+from helpers import ROOT, run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,26 +16,24 @@ def write(tmp_path, text):
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "multi30k_en_fr.yaml"])
-def test_shipped_configs_load_and_every_key_is_commented(name):
+def test_every_key_of_the_shipped_configs_is_commented(name):
+    text = (ROOT / "configs" / name).read_text()
+    keys = [line for line in text.splitlines() if line.startswith("  ") and not line.strip().startswith("#")]
+    assert len(keys) > 20
+    for line in keys:
+        assert "#" in line, f"{name}: key {line.split(':')[0].strip()!r} has no comment"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "multi30k_en_fr.yaml"])
+def test_shipped_configs_load(name, monkeypatch):
+    monkeypatch.chdir(ROOT)  # data.path is relative to where you run, as in the README's commands
     path = ROOT / "configs" / name
+    data_path = yaml.safe_load(path.read_text())["data"].get("path")
+    if data_path is not None and not (ROOT / data_path).is_dir():
+        pytest.skip(f"{name} reads {data_path}, which is absent here (CI has the Multi30k files beside the clone)")
     config = load_config(path)
     assert isinstance(config, Config)
-    for line in path.read_text().splitlines():
-        if line.startswith("  ") and ":" in line and not line.strip().startswith("#"):
-            key = line.split(":")[0].strip()
-            if key not in (
-                "src_lang",
-                "tgt_lang",
-                "train_split",
-                "dev_split",
-                "test_split",
-                "seed",
-                "label_smoothing",
-                "encoder_layers",
-                "decoder_layers",
-                "max_len_b",
-            ):
-                assert "#" in line, f"{name}: key {key!r} has no comment"
+    assert config.data.path is None or (Path(config.data.path).is_absolute() and Path(config.data.path).is_dir())
 
 
 @pytest.mark.parametrize(

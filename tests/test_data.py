@@ -3,9 +3,10 @@ import gzip
 import pytest
 
 from transformer.config import DataConfig
-from transformer.data import Encoded, batch_plan, clean_text, padding_fraction, read_lines, read_split
+from transformer.data import Encoded, batch_plan, padding_fraction, read_split
 from transformer.demo_corpus import demo_corpus
 from transformer.errors import DataError
+from transformer.text import clean_text, read_lines
 
 
 def test_demo_splits_never_share_a_sentence():

@@ -1,11 +1,21 @@
-"""The demo config, end to end: train a few steps → checkpoint → translate → evaluate."""
+"""The demo config, end to end: train → checkpoint → translate (arguments, stdin, files, Python) → evaluate."""
 
 import json
 from pathlib import Path
 
-from conftest import run_script
+import sacrebleu
+from helpers import run_script
 
-from transformer import Translator
+from transformer.checkpoint import read_checkpoint
+from transformer.data import read_split
+
+SENTENCES = ["The black cat sleeps near the house.", "Two small dogs go to the garden.", "The horses walk."]
+
+
+def assert_translates(outputs: list[str]) -> None:
+    """The model really translates: no empty output, and different sentences get different translations."""
+    assert all(outputs), outputs
+    assert len(set(outputs)) == len(outputs), outputs
 
 
 def test_training_writes_a_complete_run_directory(demo_run):
@@ -14,65 +24,67 @@ def test_training_writes_a_complete_run_directory(demo_run):
     records = [json.loads(line) for line in (demo_run / "metrics.jsonl").read_text().splitlines()]
     assert {r["type"] for r in records} == {"train", "dev"}
     dev = [r for r in records if r["type"] == "dev"]
-    assert [r["step"] for r in dev] == [4, 8]
+    assert [r["step"] for r in dev] == [150, 300]
     assert all(set(r) >= {"loss", "perplexity", "bleu", "chrf"} for r in dev)
+    assert dev[1]["loss"] < dev[0]["loss"]
 
 
-def test_translate_from_arguments_stdin_and_files(demo_run, tmp_path):
-    args = run_script("translate.py", "--checkpoint", str(demo_run), "The black cat sleeps.", "A dog runs.")
+def test_translate_from_arguments_stdin_and_files_agrees_with_the_python_api(demo_run, translator, tmp_path):
+    expected = translator.translate(SENTENCES)
+    assert_translates(expected)
+
+    args = run_script("translate.py", "--checkpoint", str(demo_run), *SENTENCES)
     assert args.returncode == 0, args.stderr
-    assert len(args.stdout.splitlines()) == 2
+    assert args.stdout.splitlines() == expected
 
-    lines = ["The black cat sleeps.", "", "A dog runs.", "   "]
+    lines = [SENTENCES[0], "", SENTENCES[1], "   ", SENTENCES[2]]
     stdin = run_script("translate.py", "--checkpoint", str(demo_run), stdin="\n".join(lines) + "\n")
     assert stdin.returncode == 0, stdin.stderr
-    out = stdin.stdout.split("\n")[:-1]
-    assert len(out) == 4 and out[1] == "" and out[3] == ""
+    assert stdin.stdout.split("\n")[:-1] == [expected[0], "", expected[1], "", expected[2]]
 
     src, hyp = tmp_path / "in.en", tmp_path / "out.fr"
     src.write_text("\n".join(lines) + "\n")
     files = run_script(
-        "translate.py", "--checkpoint", str(demo_run / "last.pt"), "--input", str(src), "--output", str(hyp)
+        "translate.py", "--checkpoint", str(demo_run / "best.pt"), "--input", str(src), "--output", str(hyp)
     )
     assert files.returncode == 0, files.stderr
-    assert hyp.read_text().split("\n")[:-1] == out
+    assert hyp.read_text().split("\n")[:-1] == stdin.stdout.split("\n")[:-1]
 
 
 def test_attention_heatmap_is_drawn(demo_run, tmp_path):
     png = tmp_path / "attention.png"
-    result = run_script(
-        "translate.py",
-        "--checkpoint",
-        str(demo_run),
-        "--show-attention",
-        str(png),
-        "The black cat sleeps near the house.",
-    )
+    result = run_script("translate.py", "--checkpoint", str(demo_run), "--show-attention", str(png), SENTENCES[0])
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_scores_the_test_split_and_files(demo_run, tmp_path):
+def test_evaluate_scores_what_it_translated(demo_run, translator, tmp_path):
     result = run_script("evaluate.py", "--checkpoint", str(demo_run), "--split", "test", "--json")
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
-    assert 0 <= scores["bleu"] <= 100 and scores["sentences"] == 20
-    assert scores["bleu_signature"].startswith("nrefs:1|case:mixed")
-    assert len(Path(scores["hypotheses"]).read_text().splitlines()) == 20
+    assert scores["sentences"] == 20 and scores["bleu_signature"].startswith("nrefs:1|case:mixed")
+    hypotheses = Path(scores["hypotheses"]).read_text().splitlines()
+    test = read_split(read_checkpoint(demo_run).config.data, "test")
+    assert hypotheses == translator.translate(test.src)
+    assert scores["bleu"] == round(sacrebleu.corpus_bleu(hypotheses, [test.tgt]).score, 2) > 0
 
+    # References equal to the model's own translations score 100; one line fewer is an error naming both files.
     src, ref = tmp_path / "s.en", tmp_path / "r.fr"
-    src.write_text("The cat sleeps.\nThe dog runs.\n")
-    ref.write_text("Le chat dort.\nLe chien court.\n")
-    files = run_script("evaluate.py", "--checkpoint", str(demo_run), "--src", str(src), "--ref", str(ref))
+    src.write_text("\n".join(SENTENCES) + "\n")
+    ref.write_text("\n".join(translator.translate(SENTENCES)) + "\n")
+    files = run_script("evaluate.py", "--checkpoint", str(demo_run), "--src", str(src), "--ref", str(ref), "--json")
     assert files.returncode == 0, files.stderr
-    assert files.stdout.startswith("BLEU ")
+    assert json.loads(files.stdout)["bleu"] == 100.0
     ref.write_text("Le chat dort.\n")
     mismatch = run_script("evaluate.py", "--checkpoint", str(demo_run), "--src", str(src), "--ref", str(ref))
-    assert mismatch.returncode == 2 and "has 2 lines but" in mismatch.stderr
+    assert mismatch.returncode == 2 and "has 3 lines but" in mismatch.stderr
 
 
 def test_python_api_translates_in_three_lines(demo_run):
+    from transformer import Translator
+
     translator = Translator.from_checkpoint(demo_run)
-    out = translator.translate(["The black cat sleeps.", "", "A dog runs."])
+    out = translator.translate([SENTENCES[0], "", SENTENCES[1]])
     assert len(out) == 3 and out[1] == ""
-    assert translator.translate(["A dog runs."]) == [out[2]]
+    assert_translates([out[0], out[2]])
+    assert translator.translate([SENTENCES[1]]) == [out[2]]

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from transformer.loss import loss_sum, projected_loss_sum
-from transformer.tokenizer import PAD_ID
+from transformer.specials import PAD_ID
 
 
 def test_padding_positions_contribute_nothing():

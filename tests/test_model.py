@@ -1,10 +1,9 @@
 import pytest
 import torch
-from conftest import random_ids, tiny_model
+from helpers import random_ids, tiny_model
 
-from transformer.decoding import greedy_decode
 from transformer.layers import DecoderCache
-from transformer.tokenizer import BOS_ID, PAD_ID
+from transformer.specials import BOS_ID, PAD_ID
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
@@ -58,27 +57,17 @@ def test_cached_decoding_gives_the_same_logits_as_full_recomputation():
     assert torch.allclose(full, torch.cat(steps, dim=1), atol=1e-5)
 
 
-def test_cached_greedy_decoding_gives_the_same_tokens_as_recomputation():
-    model = tiny_model(seed=3)
-    src = random_ids(5, 9, seed=9)
-    src[2, 4:] = PAD_ID
-    src[4, 6:] = PAD_ID
-    assert greedy_decode(model, src, use_cache=True) == greedy_decode(model, src, use_cache=False)
-
-
-def test_batched_decoding_equals_one_sentence_at_a_time():
-    model = tiny_model(seed=4)
-    src = random_ids(4, 8, seed=11)
-    src[1, 3:] = PAD_ID
-    batched = greedy_decode(model, src)
-    single = [greedy_decode(model, src[i : i + 1, : int((src[i] != PAD_ID).sum())])[0] for i in range(4)]
-    assert batched == single
-
-
-def test_tied_embeddings_share_one_matrix():
+def test_embeddings_and_output_projection_are_one_matrix():
+    """Tied: the logits are the decoder states times the embedding matrix, and no other matrix could make them."""
     model = tiny_model()
-    tgt = torch.tensor([[BOS_ID, 5]])
-    out = model.decode(tgt, model.encode(random_ids(1, 3)))
-    assert out.logits.shape[-1] == model.embedding.weight.shape[0]
-    names = [n for n, _ in model.named_parameters() if "embedding" in n]
-    assert names == ["embedding.weight"]
+    src, tgt = random_ids(2, 5, seed=1), torch.tensor([[BOS_ID, 5, 6], [BOS_ID, 7, 8]])
+    encoded = model.encode(src)
+    states, _, _ = model.decoder_states(tgt, encoded)
+    assert torch.allclose(model.decode(tgt, encoded).logits, states @ model.embedding.weight.T, atol=1e-6)
+    vocab, d_model = model.embedding.weight.shape
+    assert [n for n, p in model.named_parameters() if p.shape in ((vocab, d_model), (d_model, vocab))] == [
+        "embedding.weight"
+    ]
+    loss = model(src, tgt, torch.tensor([[5, 6, 3], [7, 8, 3]]))
+    loss.backward()
+    assert model.embedding.weight.grad[[5, 6, 7, 8, 3]].abs().sum() > 0  # the training loss goes through it

@@ -1,14 +1,20 @@
-"""Training-loop guarantees: a NaN stops cleanly, early stopping, data-parallel equals one process."""
+"""Training-loop guarantees: divergence stops cleanly and never reaches a checkpoint, early stopping, data-parallel
+equals one process."""
 
-import os
 import subprocess
 import sys
 
+import pytest
 import torch
-from conftest import ROOT, TINY_DEMO, run_script
+from helpers import ROOT, free_port, overrides, run_script, script_env, train_demo
 
 from transformer.checkpoint import load_checkpoint
-from transformer.trainer import learning_rate
+from transformer.config import apply_overrides, load_config
+from transformer.trainer import Trainer, TrainingError, learning_rate
+
+
+def tiny_config(**changes):
+    return apply_overrides(load_config(ROOT / "configs" / "demo.yaml"), overrides(**changes)[1::2])
 
 
 def test_learning_rate_warms_up_then_decays():
@@ -18,39 +24,75 @@ def test_learning_rate_warms_up_then_decays():
     assert learning_rate(5, 1e-3, 0) == 1e-3
 
 
-def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.fixture
+def trainer(tmp_path):
+    return Trainer(tiny_config(data__demo_train_size=300, training__max_steps=3), tmp_path / "run")
+
+
+def test_a_nan_loss_stops_before_the_weights_or_the_optimizer_change(trainer):
+    trainer.train_step(trainer_batches(trainer))  # one good step: Adam has state now
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    adam_before = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
+    model = trainer.model
+    trainer.wrapped_model = lambda *args: model(*args) * float("nan")  # a loss that is NaN, with NaN gradients
+    with pytest.raises(TrainingError, match="the loss became nan at step 2"):
+        trainer.train_step(trainer_batches(trainer))
+    for name, p in trainer.model.named_parameters():
+        assert torch.equal(p, before[name]), name
+    for key, value in trainer.optimizer.state_dict()["state"][0].items():
+        assert torch.equal(value, adam_before[key]), key
+    assert trainer.step == 1
+
+
+def test_a_diverged_model_never_becomes_last_or_best(trainer):
+    trainer.validate()
+    saved = load_checkpoint(trainer.run_dir / "best.pt")["model"]
+    with torch.no_grad():
+        trainer.model.embedding.weight.mul_(1e30)  # finite weights whose outputs are not
+    with pytest.raises(TrainingError, match="dev loss became"):
+        trainer.validate()
+    for name in ("best.pt", "last.pt"):
+        for key, tensor in load_checkpoint(trainer.run_dir / name)["model"].items():
+            assert torch.equal(tensor, saved[key]), (name, key)
+    with torch.no_grad():
+        trainer.model.embedding.weight.fill_(float("inf"))
+    with pytest.raises(TrainingError, match="weights became non-finite"):
+        trainer.save("last.pt")
+
+
+def trainer_batches(trainer):
+    from transformer.data import batch_plan
+
+    return batch_plan(trainer.train_data, trainer.config.training.batch_tokens, 0, 0)[:1]
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_no_broken_checkpoint(tmp_path):
     out = tmp_path / "run"
-    result = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(out), *TINY_DEMO,
-                        "--set", "training.lr=1e30", "--set", "training.warmup_steps=0",
-                        "--set", "training.clip_norm=0", "--set", "training.eval_every=1",
-                        "--set", "training.max_steps=50")  # fmt: skip
+    # A learning rate of 1e30: the first update gives finite weights whose outputs overflow.
+    diverging = overrides(training__lr=1e30, training__warmup_steps=0, training__clip_norm=0, training__eval_every=1)
+    result = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(out), *diverging)
     assert result.returncode == 2, result.stderr
     message = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(message) == 1 and "the loss became" in message[0] and "Traceback" not in result.stderr
-    failed_step = int(message[0].split("at step ")[1].split(";")[0])
-    assert load_checkpoint(out / "last.pt")["step"] == failed_step - 1
+    assert len(message) == 1 and "Traceback" not in result.stderr
+    assert "at step 1" in message[0] and "no checkpoint was written" in message[0]
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
 
 
 def test_early_stopping_after_patience_validations(tmp_path):
-    out = tmp_path / "run"
-    result = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(out), *TINY_DEMO,
-                        "--set", "training.lr=1e-9", "--set", "training.warmup_steps=0",
-                        "--set", "training.eval_every=1", "--set", "training.patience=2",
-                        "--set", "training.max_steps=50")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = train_demo(tmp_path / "run", training__lr=1e-9, training__warmup_steps=0, training__eval_every=1,
+                        training__patience=2, training__max_steps=50)  # fmt: skip
     assert "early stopping" in result.stderr
-    assert load_checkpoint(out / "last.pt")["step"] < 50
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3  # the first validation sets the best
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    common = [*TINY_DEMO, "--set", "model.dropout=0", "--set", "training.max_steps=3",
-              "--set", "training.eval_every=100"]  # fmt: skip
+    common = overrides(model__dropout=0, training__max_steps=3, training__eval_every=100)
     single = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(tmp_path / "one"), *common,
                         "--set", "training.accumulate=2")  # fmt: skip
     assert single.returncode == 0, single.stderr
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**script_env(), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", "29517", "scripts/train.py", "--config", "configs/demo.yaml",
+               "--master_port", str(free_port()), "scripts/train.py", "--config", "configs/demo.yaml",
                "--out", str(tmp_path / "two"), *common]  # fmt: skip
     ddp = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from transformer.config import Config
-from transformer.data import Batch, Encoded, batch_plan, collate, pad
+from transformer.data import Batch, Encoded, batch_plan, collate
 from transformer.decoding import greedy_decode
 from transformer.device import autocast
 from transformer.layers import DecoderCache, PositionalEncoding
 from transformer.loss import loss_sum
 from transformer.model import Transformer
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad, until_eos
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
@@ -192,6 +192,6 @@ def baseline_greedy(model: BaselineTransformer, config: Config) -> Callable[[tor
     def decode(src: torch.Tensor) -> list[list[int]]:
         steps = int((src != PAD_ID).sum(1).max() * d.max_len_a + d.max_len_b)
         rows = model.greedy(src, steps)[:, 1:].tolist()
-        return [r[: r.index(EOS_ID)] if EOS_ID in r else r for r in rows]
+        return [until_eos(r) for r in rows]
 
     return decode

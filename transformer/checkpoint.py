@@ -11,12 +11,16 @@ import os
 import pickle
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from transformer.errors import CheckpointError
+from transformer.config import Config, config_from_dict
+from transformer.errors import CheckpointError, ToolkitError
+from transformer.model import Transformer
+from transformer.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "tokenizer", "model")
@@ -28,10 +32,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     path = Path(path)
     state = {"format_version": FORMAT_VERSION, **state}
     tmp_name = None
+    writer = None
     try:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
             tmp_name = f.name
-            torch.save(state, f)
+            writer = _Writer(f)
+            torch.save(state, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -41,11 +47,30 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    except (OSError, RuntimeError) as e:  # torch.save turns a failed write (a full disk) into a RuntimeError
+        cause = writer.error if writer is not None and writer.error is not None else e
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).strip().split("\n")[0]
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+class _Writer:
+    """A file for torch.save that remembers the OSError of a failed write, which torch replaces by its own."""
+
+    def __init__(self, file) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -82,6 +107,52 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"(it reads version {FORMAT_VERSION})"
         )
     return state
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds, checked: the run's config, its tokenizer, and the raw state (weights and the rest)."""
+
+    path: Path
+    config: Config
+    tokenizer: Tokenizer
+    state: dict[str, Any]
+
+    def build_model(self) -> Transformer:
+        """The model the config describes, with the saved weights; weights that do not fit are one clear error."""
+        model = Transformer(self.config.model, self.tokenizer.vocab_size)
+        load_weights(model, self.state["model"], self.path)
+        return model
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """The one reader of checkpoints: a file or a run directory → config, tokenizer, state."""
+    path = resolve_checkpoint(path)
+    state = load_checkpoint(path)
+    config = config_from_dict(state["config"], source=f"{path} (config)")
+    try:
+        tokenizer = Tokenizer(tensor_to_tokenizer(state["tokenizer"]))
+    except (ToolkitError, RuntimeError, OSError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: the tokenizer inside is not usable: {_first_line(e)}") from None
+    return Checkpoint(path, config, tokenizer, state)
+
+
+def load_weights(model: torch.nn.Module, weights: Any, path: str | os.PathLike) -> None:
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model its config describes: {_first_line(e)}"
+        ) from None
+
+
+def _first_line(error: Exception) -> str:
+    """The first line that says something: load_state_dict's first line is only a heading."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return line[:300]
 
 
 def tokenizer_to_tensor(model_bytes: bytes) -> torch.Tensor:

@@ -6,11 +6,9 @@ the path is the same for all of them.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import tempfile
-import unicodedata
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,9 @@ import torch
 from transformer.config import DataConfig
 from transformer.demo_corpus import demo_corpus
 from transformer.errors import DataError
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad
+from transformer.text import clean_text, read_lines
+from transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -95,28 +95,6 @@ def read_split(config: DataConfig, role: str) -> Pairs:
         if not src:
             raise DataError(f"split {split_name(config, role)!r} has no usable sentence pairs")
     return Pairs(src, tgt)
-
-
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file (gzipped or not), tolerant of BOM, CRLF and invalid bytes."""
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot be read: {e}") from None
-    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")  # not splitlines(): it also splits on \x1c, \u2028 ... and would misalign pairs
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def clean_text(text: str | None) -> str:
-    """Control characters become spaces; runs of whitespace collapse; the ends are stripped."""
-    if text is None:
-        return ""
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(text))
-    return " ".join(text.split())
 
 
 def multi30k_download(config: DataConfig, name: str) -> Path:
@@ -206,14 +184,6 @@ class Batch:
             self.src_tokens,
             self.tgt_tokens,
         )
-
-
-def pad(sequences: list[list[int]]) -> torch.Tensor:
-    """(batch, max_len) tensor of ids, right-padded with PAD_ID."""
-    out = torch.full((len(sequences), max(len(s) for s in sequences)), PAD_ID, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return out
 
 
 def collate(data: Encoded, indices: list[int]) -> Batch:

@@ -6,7 +6,7 @@ import torch
 
 from transformer.layers import DecoderCache
 from transformer.model import Transformer
-from transformer.tokenizer import BOS_ID, EOS_ID
+from transformer.specials import BOS_ID, EOS_ID, PAD_ID, until_eos
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def greedy_decode(
     prefix is recomputed every step (kept for tests and the benchmark).
     """
     batch = src.size(0)
-    src_lens = (src != 0).sum(1)
+    src_lens = (src != PAD_ID).sum(1)
     limits = (src_lens.float() * max_len_a + max_len_b).long().clamp(max=model.config.max_positions - 1)
     encoded = model.encode(src)
     steps = int(limits.max())
@@ -44,4 +44,4 @@ def greedy_decode(
             if cache is not None:
                 cache.reorder(keep)
         prefix = torch.cat([prefix, next_ids[:, None]], dim=1)
-    return [row[: row.index(EOS_ID)] if EOS_ID in row else row for row in tokens.tolist()]
+    return [until_eos(row) for row in tokens.tolist()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from transformer.tokenizer import PAD_ID
+from transformer.specials import PAD_ID
 
 CHUNK = 512  # positions per chunk: 512 × 8,000 fp32 logits = 16 MB, about half this machine's L3 cache
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from transformer.tokenizer import PAD_ID
+from transformer.specials import PAD_ID
 
 
 def padding_mask(ids: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from transformer.layers import (
 )
 from transformer.loss import projected_loss_sum
 from transformer.masks import causal_mask, padding_mask
-from transformer.tokenizer import PAD_ID
+from transformer.specials import PAD_ID
 
 
 @dataclass

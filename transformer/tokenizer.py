@@ -1,4 +1,4 @@
-"""One joint SentencePiece model for source and target; this module owns the special token ids.
+"""One joint SentencePiece model for source and target, trained with the special ids of `specials`.
 
 A joint vocabulary lets the source embedding, the target embedding and the output projection share one matrix.
 The trained model travels as bytes inside every checkpoint, so translating needs nothing but the checkpoint.
@@ -14,10 +14,9 @@ import sentencepiece as spm
 
 from transformer.config import TokenizerConfig
 from transformer.errors import DataError
+from transformer.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 class Tokenizer:

@@ -38,6 +38,13 @@ class TrainingError(ToolkitError):
     """Training cannot go on (e.g. the loss became NaN)."""
 
 
+def write_file(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise ToolkitError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def learning_rate(step: int, peak: float, warmup: int) -> float:
     """Linear warm-up to `peak`, then decay with the inverse square root of the step (Vaswani et al., 2017)."""
     step = max(step, 1)
@@ -84,8 +91,8 @@ class Trainer:
             trained = Tokenizer.train([*train_pairs.src, *train_pairs.tgt], config.tokenizer) if self.main else None
             self.tokenizer = Tokenizer(distributed.broadcast_bytes(trained and trained.model_bytes, self.world))
         if self.main:
-            (self.run_dir / "tokenizer.model").write_bytes(self.tokenizer.model_bytes)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            write_file(self.run_dir / "tokenizer.model", self.tokenizer.model_bytes)
+            write_file(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
         self.train_data: Encoded = encode_pairs(train_pairs, self.tokenizer, config.data.max_len)
         self.dev_data: Encoded = encode_pairs(dev_pairs, self.tokenizer)
         self.dev_pairs = dev_pairs
@@ -113,9 +120,9 @@ class Trainer:
         self.elapsed = 0.0  # seconds of training, summed over resumed sessions
         if state is not None:
             self._restore(state)
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.wrapped_model = torch.compile(self.model) if t.compile else self.model
         if self.world > 1:
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.forward)
+            self.wrapped_model = torch.nn.parallel.DistributedDataParallel(self.wrapped_model)
         self.stop_reason: str | None = None
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -148,10 +155,20 @@ class Trainer:
         log.info("resumed at step %d (epoch %d, batch %d)", self.step, self.epoch + 1, self.batch_in_epoch)
 
     def save(self, name: str) -> Path:
+        """Write a checkpoint, never one whose weights are not all finite."""
         path = self.run_dir / name
+        if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
+            raise TrainingError(
+                f"the weights became non-finite at step {self.step}; {path} was not written ({self._kept()})"
+            )
         if self.main:
             save_checkpoint(self._state(), path)
         return path
+
+    def _kept(self) -> str:
+        last = self.run_dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
+        return f"{kept}; try a lower training.lr"
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
         if not self.main:
@@ -171,19 +188,22 @@ class Trainer:
         for indices in chunk[self.rank :: self.world]:
             batch = collate(self.train_data, indices).to(self.device)
             with autocast(self.device, self.bf16):
-                loss = self.forward(batch.src, batch.tgt_in, batch.tgt_out, t.label_smoothing)  # summed
+                loss = self.wrapped_model(batch.src, batch.tgt_in, batch.tgt_out, t.label_smoothing)  # summed
             (loss * (self.world / total_tokens)).backward()  # DDP averages over processes: world / total = 1 / share
             total_loss += loss.item()
         total_loss = distributed.sum_over_ranks(total_loss, self.world, self.device)
-        if not math.isfinite(total_loss):
-            raise TrainingError(
-                f"the loss became {total_loss} at step {self.step + 1}; stopped without updating the weights "
-                f"(the last good checkpoint is {self.run_dir / 'last.pt'}); try a lower training.lr"
-            )
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step + 1, t.lr, t.warmup_steps)
-        if t.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm)
+        # The gradient norm is needed anyway for clipping; with clipping off, max_norm=inf only measures it.
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm or math.inf)
+        if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):  # checked before the update touches anything
+            self.optimizer.zero_grad(set_to_none=True)
+            what = (
+                f"the loss became {total_loss}" if not math.isfinite(total_loss) else "the gradients became non-finite"
+            )
+            raise TrainingError(
+                f"{what} at step {self.step + 1}; stopped without updating the weights ({self._kept()})"
+            )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -305,6 +325,8 @@ class Trainer:
         hypotheses = translator.translate(sources)
         scores = score(hypotheses, references)
         loss = self.dev_loss()
+        if not math.isfinite(loss):  # a diverged model must not become last.pt or best.pt
+            raise TrainingError(f"the dev loss became {loss} at step {self.step}; stopped ({self._kept()})")
         record = {
             "type": "dev",
             "step": self.step,

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import torch
 
-from transformer.checkpoint import load_checkpoint, tensor_to_tokenizer
-from transformer.config import Config, DecodingConfig, config_from_dict
-from transformer.data import clean_text, pad
+from transformer.checkpoint import read_checkpoint
+from transformer.config import DecodingConfig
 from transformer.decoding import greedy_decode
 from transformer.device import autocast, resolve_device, use_bf16
 from transformer.model import Transformer
-from transformer.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from transformer.specials import BOS_ID, EOS_ID, pad
+from transformer.text import clean_text
+from transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,14 @@ class Translator:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", precision: str | None = None) -> Translator:
         """Rebuild model and tokenizer from a checkpoint (or a run directory) alone."""
-        state = load_checkpoint(path)
-        config: Config = config_from_dict(state["config"], source=f"{path} (config)")
-        tokenizer = Tokenizer(tensor_to_tokenizer(state["tokenizer"]))
-        model = Transformer(config.model, tokenizer.vocab_size)
-        model.load_state_dict(state["model"])
+        checkpoint = read_checkpoint(path)
+        model = checkpoint.build_model()
         dev = resolve_device(device)
         model.to(dev).eval()
-        return cls(model, tokenizer, config.decoding, dev, use_bf16(precision or config.training.precision, dev))
+        config = checkpoint.config
+        return cls(
+            model, checkpoint.tokenizer, config.decoding, dev, use_bf16(precision or config.training.precision, dev)
+        )
 
     def encode_sources(self, sentences: list[str]) -> list[list[int]]:
         """Pieces + EOS for each sentence; too-long sentences are truncated (with a warning)."""

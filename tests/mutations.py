@@ -1,0 +1,171 @@
+"""Break the code on purpose, once per mutation, and check that the tests notice.
+
+    python tests/mutations.py            # every mutation
+    python tests/mutations.py --only 3   # one of them (see --list)
+
+Each mutation edits a temporary copy of the project (the working tree, not only what is committed), runs the tests
+named for it there, and is reported `caught` when at least one of them fails, `survived` when all pass. A mutation
+whose text is no longer in the code is reported `stale`: update it beside the code it targets. A tool for developers,
+not part of `pytest`'s default run (its file name does not start with `test_`). Exit code 1 unless all are caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Mutation:
+    name: str
+    path: str  # file to edit, relative to the project root
+    edits: list[tuple[str, str]]  # (text that must occur exactly once, its replacement)
+    tests: list[str]  # pytest node ids that should catch it
+
+
+MUTATIONS = [
+    Mutation(
+        "padding mask ignored in batched decoding",
+        "transformer/model.py",
+        [("src_mask = padding_mask(src)", "src_mask = padding_mask(src) | True")],
+        ["tests/test_decoding.py", "tests/test_robustness.py"],
+    ),
+    Mutation(
+        "outputs returned in length order instead of input order",
+        "transformer/translator.py",
+        [("outputs[row] = hyp", "outputs[order.index(row)] = hyp")],
+        ["tests/test_robustness.py", "tests/test_end_to_end.py"],
+    ),
+    Mutation(
+        "epoch counter reset on resume",
+        "transformer/trainer.py",
+        [('state["step"], state["epoch"], state["batch_in_epoch"]', 'state["step"], 0, state["batch_in_epoch"]')],
+        ["tests/test_resume.py::test_resume_ends_with_the_same_weights_bit_for_bit_across_epochs"],
+    ),
+    Mutation(
+        "NaN check after the update",
+        "transformer/trainer.py",
+        [
+            (
+                "        if not (math.isfinite(total_loss)",
+                "        self.optimizer.step()\n        if not (math.isfinite(total_loss)",
+            ),
+            ("        self.optimizer.step()\n        self.optimizer.zero_grad", "        self.optimizer.zero_grad"),
+        ],
+        ["tests/test_training.py"],
+    ),
+    Mutation(
+        "non-finite dev loss accepted",
+        "transformer/trainer.py",
+        [("if not math.isfinite(loss):", "if False:")],
+        ["tests/test_training.py"],
+    ),
+    Mutation(
+        "last.pt copied over the old file instead of renamed (not atomic)",
+        "transformer/checkpoint.py",
+        [("os.replace(tmp_name, path)", "__import__('shutil').copyfile(tmp_name, path)\n        os.unlink(tmp_name)")],
+        ["tests/test_checkpoint.py", "tests/test_resume.py::test_sigkill_while_saving_leaves_a_run_that_resumes"],
+    ),
+    Mutation(
+        "checkpoint written in place (not atomic)",
+        "transformer/checkpoint.py",
+        [("torch.save(state, writer)", "torch.save(state, path)")],
+        ["tests/test_checkpoint.py"],
+    ),
+    Mutation(
+        "torch's RuntimeError on a failed write not caught",
+        "transformer/checkpoint.py",
+        [("except (OSError, RuntimeError) as e:", "except OSError as e:")],
+        ["tests/test_checkpoint.py"],
+    ),
+    Mutation(
+        "checkpoints loaded with pickle's code execution",
+        "transformer/checkpoint.py",
+        [("weights_only=True)", "weights_only=False)")],
+        ["tests/test_checkpoint.py::test_a_checkpoint_never_runs_code_when_loaded"],
+    ),
+    Mutation(
+        "untied output projection",
+        "transformer/model.py",
+        [
+            (
+                "self.embedding = nn.Embedding(vocab_size, d, padding_idx=PAD_ID)",
+                "self.embedding = nn.Embedding(vocab_size, d, padding_idx=PAD_ID)\n"
+                "        self.output = nn.Linear(d, vocab_size, bias=False)",
+            ),
+            ("logits = F.linear(states, self.embedding.weight)", "logits = self.output(states)"),
+            ("projected_loss_sum(states, self.embedding.weight,", "projected_loss_sum(states, self.output.weight,"),
+        ],
+        ["tests/test_model.py"],
+    ),
+    Mutation(
+        "causal mask dropped from decoder self-attention",
+        "transformer/model.py",
+        [("self_mask = causal_mask(", "self_mask = ~causal_mask(0, 0, tgt.device) | causal_mask(")],
+        ["tests/test_model.py"],
+    ),
+]
+
+
+def copy_project(target: Path) -> None:
+    ignore = shutil.ignore_patterns(".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis")
+    shutil.copytree(ROOT, target, ignore=ignore)
+
+
+def apply(mutation: Mutation, root: Path) -> bool:
+    path = root / mutation.path
+    text = path.read_text()
+    for old, new in mutation.edits:
+        if text.count(old) != 1:
+            return False
+        text = text.replace(old, new)
+    path.write_text(text)
+    return True
+
+
+def run(mutation: Mutation) -> tuple[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "project"
+        copy_project(root)
+        if not apply(mutation, root):
+            return "stale", "the text to mutate is not in the code (exactly once)"
+        env = {**os.environ, "PYTHONPATH": str(root)}  # the copy's package, not an installed one
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests]
+        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+        failed = [line.split(" - ")[0] for line in result.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        if result.returncode == 0:
+            return "survived", "all passed"
+        return "caught", ", ".join(failed) or result.stdout.strip().splitlines()[-1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", type=int, action="append", help="run only mutation N (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and stop")
+    args = parser.parse_args()
+    if args.list:
+        for i, m in enumerate(MUTATIONS, 1):
+            print(f"{i:2d}. {m.name}  ({m.path})")
+        return 0
+    chosen = [(i, m) for i, m in enumerate(MUTATIONS, 1) if not args.only or i in args.only]
+    outcomes = []
+    for i, mutation in chosen:
+        start = time.perf_counter()
+        outcome, detail = run(mutation)
+        outcomes.append(outcome)
+        print(f"{i:2d}. {outcome:8s} {mutation.name}  [{time.perf_counter() - start:.0f} s]  {detail}", flush=True)
+    print(f"{outcomes.count('caught')} caught, {len(outcomes) - outcomes.count('caught')} not caught")
+    return 0 if all(o == "caught" for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

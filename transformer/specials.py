@@ -1,0 +1,23 @@
+"""The special piece ids and what every layer does with id sequences: pad them into a batch, cut them at EOS.
+
+A tiny module of its own so that masks, the loss, the model and decoding need neither the tokenizer nor the data.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def pad(sequences: list[list[int]]) -> torch.Tensor:
+    """(batch, max_len) tensor of ids, right-padded with PAD_ID."""
+    out = torch.full((len(sequences), max(len(s) for s in sequences)), PAD_ID, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def until_eos(ids: list[int]) -> list[int]:
+    """The pieces before the first EOS (all of them when there is none)."""
+    return ids[: ids.index(EOS_ID)] if EOS_ID in ids else ids
