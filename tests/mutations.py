@@ -90,7 +90,7 @@ MUTATIONS = [
     Mutation(
         "checkpoints loaded with pickle's code execution",
         "transformer/checkpoint.py",
-        [("weights_only=True)", "weights_only=False)")],
+        [('map_location="cpu", weights_only=True', 'map_location="cpu", weights_only=False')],
         ["tests/test_checkpoint.py::test_a_checkpoint_never_runs_code_when_loaded"],
     ),
     Mutation(

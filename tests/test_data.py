@@ -129,3 +129,17 @@ def test_hub_corpus_is_loaded_through_datasets(tmp_path):
     (tmp_path / "train.jsonl").write_text('{"translation": {"en": "Hi.", "fr": "Salut."}}\n')
     config = DataConfig(corpus="hub", hub_name=str(tmp_path), src_field="translation.en", tgt_field="translation.fr")
     assert read_split(config, "train").tgt == ["Salut."]
+
+
+def test_overlong_pairs_are_dropped_and_counted(caplog):
+    from transformer.config import TokenizerConfig
+    from transformer.data import Pairs, encode_pairs
+    from transformer.tokenizer import Tokenizer
+
+    short, long_src, long_tgt = ("A cat.", "Un chat."), ("A cat " * 30, "Un chat."), ("A cat.", "Un chat " * 30)
+    tokenizer = Tokenizer.train([s for pair in (short, long_src, long_tgt) for s in pair] * 20, TokenizerConfig(40))
+    pairs = Pairs(*map(list, zip(short, long_src, long_tgt, short, strict=True)))
+    with caplog.at_level("INFO"):
+        kept = encode_pairs(pairs, tokenizer, max_len=20)
+    assert len(kept.src) == 2 and "dropped 2 of 4 pairs longer than 20 pieces" in caplog.text
+    assert len(encode_pairs(pairs, tokenizer).src) == 4  # dev and test keep every pair
