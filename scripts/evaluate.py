@@ -6,15 +6,11 @@ python scripts/evaluate.py --checkpoint runs/demo --src test.en --ref test.fr --
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
-
-from transformer.checkpoint import load_checkpoint
+from transformer.checkpoint import read_checkpoint
 from transformer.cli import run
-from transformer.config import config_from_dict
 from transformer.data import read_split
 from transformer.errors import ToolkitError
 from transformer.metrics import score
@@ -36,9 +32,10 @@ def main() -> int:
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise ToolkitError("give either --split, or both --src and --ref")
 
-    translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+    checkpoint = read_checkpoint(args.checkpoint)
+    translator = Translator.from_checkpoint(checkpoint, device=args.device)
     if args.split:
-        config = config_from_dict(load_checkpoint(args.checkpoint)["config"])
+        config = checkpoint.config
         if args.data_path:
             config.data.path = args.data_path
         pairs = read_split(config.data, args.split)

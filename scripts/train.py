@@ -1,13 +1,12 @@
 """Train a Transformer from a YAML config: python scripts/train.py --config configs/demo.yaml [--out runs/demo]"""
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from transformer.cli import run
 from transformer.config import load_config
+from transformer.distributed import setup_process
+from transformer.prepare import prepare_run
 from transformer.trainer import Trainer
 
 
@@ -20,11 +19,13 @@ def main() -> int:
     args = parser.parse_args()
     config = load_config(args.config, args.set)
     out = args.out or f"runs/{Path(args.config).stem}"
-    summary = Trainer(config, out, resume=args.resume).train()
-    print(
-        f"best dev BLEU {summary['best_bleu']:.2f} after {summary['step']} steps, {summary['minutes']:.1f} min; "
-        f"checkpoints in {out}"
-    )
+    process = setup_process(config.training)
+    summary = Trainer(prepare_run(config, out, process, resume=args.resume, overrides=args.set)).train()
+    if process.is_main:
+        print(
+            f"best dev BLEU {summary['best_bleu']:.2f} after {summary['step']} steps, {summary['minutes']:.1f} min; "
+            f"checkpoints in {out}"
+        )
     return 0
 
 

@@ -9,12 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
-
 from transformer.cli import run
 from transformer.errors import ToolkitError
 from transformer.text import read_lines
-from transformer.translator import Translator
+from transformer.translator import ATTENTION_KINDS, Translator
 
 
 def main() -> int:
@@ -24,8 +22,9 @@ def main() -> int:
     parser.add_argument("--input", help="file with one sentence a line")
     parser.add_argument("--output", help="write translations here instead of standard output")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--show-attention", metavar="PNG", help="draw the first sentence's cross-attention")
-    parser.add_argument("--layer", type=int, default=-1, help="decoder layer to draw (default: the last)")
+    parser.add_argument("--show-attention", metavar="PNG", help="draw the first sentence's attention")
+    parser.add_argument("--kind", choices=ATTENTION_KINDS, default="cross", help="which attention (default: cross)")
+    parser.add_argument("--layer", type=int, default=-1, help="layer to draw (default: the last)")
     parser.add_argument("--head", type=int, help="head to draw (default: the mean over heads)")
     args = parser.parse_args()
 
@@ -46,10 +45,10 @@ def main() -> int:
     if args.show_attention and sentences:
         from transformer.plotting import save_attention_heatmap
 
-        attention = translator.attention(sentences[0])
+        attention = translator.attention(sentences[0], args.kind)
         layers, heads = attention.weights.shape[:2]
         if not -layers <= args.layer < layers or (args.head is not None and not 0 <= args.head < heads):
-            raise ToolkitError(f"--layer/--head: the model has {layers} decoder layers and {heads} heads")
+            raise ToolkitError(f"--layer/--head: the model has {layers} {args.kind} layers and {heads} heads")
         save_attention_heatmap(attention, args.show_attention, args.layer, args.head)
         print(f"attention heatmap written to {args.show_attention}", file=sys.stderr)
     return 0

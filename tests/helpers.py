@@ -59,7 +59,8 @@ def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
 
 
 def script_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    """The environment for a script: this checkout's package first, whatever PYTHONPATH held after it."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 def run_script(name: str, *args: str, stdin: str | None = None, **kwargs) -> subprocess.CompletedProcess:

@@ -71,5 +71,7 @@ def test_sigkill_while_saving_leaves_a_run_that_resumes(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         load_checkpoint(out / "last.pt")  # loadable whatever instant the kill hit
-    train_demo(out, "--resume", training__max_steps=load_checkpoint(out / "last.pt")["step"] + 2)
+    train_demo(
+        out, "--resume", training__max_steps=load_checkpoint(out / "last.pt")["step"] + 2, training__eval_every=1
+    )
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # half-written files were cleared

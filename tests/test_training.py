@@ -10,7 +10,11 @@ from helpers import ROOT, free_port, overrides, run_script, script_env, train_de
 
 from transformer.checkpoint import load_checkpoint
 from transformer.config import apply_overrides, load_config
-from transformer.trainer import Trainer, TrainingError, learning_rate
+from transformer.data import batch_plan
+from transformer.distributed import setup_process
+from transformer.errors import TrainingError
+from transformer.prepare import prepare_run
+from transformer.trainer import Trainer, learning_rate
 
 
 def tiny_config(**changes):
@@ -26,22 +30,44 @@ def test_learning_rate_warms_up_then_decays():
 
 @pytest.fixture
 def trainer(tmp_path):
-    return Trainer(tiny_config(data__demo_train_size=300, training__max_steps=3), tmp_path / "run")
+    """A Trainer in this process, on a tiny demo run: step and validation called directly."""
+    config = tiny_config(data__demo_train_size=300, training__max_steps=3)
+    return Trainer(prepare_run(config, tmp_path / "run", setup_process(config.training)))
+
+
+def first_batch(trainer):
+    return batch_plan(trainer.run.train_data, trainer.config.training.batch_tokens, 0, 0)[:1]
+
+
+def test_a_training_step_lowers_the_loss_on_its_batch(trainer):
+    batch = first_batch(trainer)
+    losses = [trainer.train_step(batch)[0] for _ in range(5)]
+    assert trainer.progress.step == 5 and losses[-1] < losses[0]
+    tokens = trainer.train_step(batch)[1]
+    assert tokens == sum(len(trainer.run.train_data.tgt[i]) for i in batch[0])  # target pieces + EOS
+
+
+def test_validation_scores_the_dev_set_and_keeps_best_and_last(trainer):
+    record = trainer.validate()
+    assert record["type"] == "dev" and record["loss"] > 0 and 0 <= record["bleu"] <= 100
+    assert trainer.progress.best_bleu == record["bleu"] and trainer.progress.bad_evals == 0
+    assert (trainer.run_dir / "best.pt").is_file() and (trainer.run_dir / "last.pt").is_file()
+    assert trainer.validate()["bleu"] == record["bleu"] and trainer.progress.bad_evals == 1  # not better: counted
 
 
 def test_a_nan_loss_stops_before_the_weights_or_the_optimizer_change(trainer):
-    trainer.train_step(trainer_batches(trainer))  # one good step: Adam has state now
+    trainer.train_step(first_batch(trainer))  # one good step: Adam has state now
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     adam_before = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
     model = trainer.model
-    trainer.wrapped_model = lambda *args: model(*args) * float("nan")  # a loss that is NaN, with NaN gradients
+    trainer.run.step_model = lambda *args: model(*args) * float("nan")  # a NaN loss, with NaN gradients
     with pytest.raises(TrainingError, match="the loss became nan at step 2"):
-        trainer.train_step(trainer_batches(trainer))
+        trainer.train_step(first_batch(trainer))
     for name, p in trainer.model.named_parameters():
         assert torch.equal(p, before[name]), name
     for key, value in trainer.optimizer.state_dict()["state"][0].items():
         assert torch.equal(value, adam_before[key]), key
-    assert trainer.step == 1
+    assert trainer.progress.step == 1
 
 
 def test_a_diverged_model_never_becomes_last_or_best(trainer):
@@ -58,12 +84,6 @@ def test_a_diverged_model_never_becomes_last_or_best(trainer):
         trainer.model.embedding.weight.fill_(float("inf"))
     with pytest.raises(TrainingError, match="weights became non-finite"):
         trainer.save("last.pt")
-
-
-def trainer_batches(trainer):
-    from transformer.data import batch_plan
-
-    return batch_plan(trainer.train_data, trainer.config.training.batch_tokens, 0, 0)[:1]
 
 
 def test_a_diverging_run_stops_with_one_line_and_writes_no_broken_checkpoint(tmp_path):

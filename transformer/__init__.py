@@ -1,9 +1,12 @@
-"""A trainable mini-Transformer for English→French translation: YAML → data → model → checkpoint → BLEU."""
+"""A trainable mini-Transformer for English→French translation: YAML → data → model → checkpoint → BLEU.
+
+Importing the package loads what translation needs, nothing of training: the trainer lives in
+`transformer.prepare` (a run's data, model and optimizer) and `transformer.trainer` (the loop).
+"""
 
 from transformer.config import Config, load_config
-from transformer.errors import CheckpointError, ConfigError, DataError, ToolkitError
+from transformer.errors import CheckpointError, ConfigError, DataError, ToolkitError, TrainingError
 from transformer.model import Transformer
-from transformer.trainer import Trainer
 from transformer.translator import Translator
 
 __all__ = [
@@ -12,7 +15,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ToolkitError",
-    "Trainer",
+    "TrainingError",
     "Transformer",
     "Translator",
     "load_config",

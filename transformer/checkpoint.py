@@ -22,7 +22,7 @@ from transformer.errors import CheckpointError, ToolkitError
 from transformer.model import Transformer
 from transformer.tokenizer import Tokenizer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the layer norms are named after their sublayer (version 1 files are upgraded on load)
 REQUIRED_KEYS = ("format_version", "config", "tokenizer", "model")
 
 
@@ -93,18 +93,21 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: the file is empty")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError:  # objects other than tensors and plain data: loading them could run code
+        raise CheckpointError(f"{path}: holds objects other than tensors and plain data; not loaded") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError):
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, corrupted or foreign): {reason}"
+            f"{path}: not a readable checkpoint (truncated, corrupted, or not a torch file)"
         ) from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (missing {', '.join(REQUIRED_KEYS)})")
     version = state["format_version"]
-    if version != FORMAT_VERSION:
+    if version == 1:
+        state = {**state, "format_version": 2, "model": _upgrade_v1_weights(state["model"])}
+    elif version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version} is not supported by this version of the toolkit "
-            f"(it reads version {FORMAT_VERSION})"
+            f"(it reads versions 1 and {FORMAT_VERSION})"
         )
     return state
 
@@ -153,6 +156,24 @@ def _first_line(error: Exception) -> str:
         return type(error).__name__
     line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
     return line[:300]
+
+
+def _upgrade_v1_weights(weights: Any) -> Any:
+    """Version 1 named each layer norm after a wrapper module (`attention_block.norm`); version 2 after its sublayer."""
+    if not isinstance(weights, dict):
+        return weights
+    renames = {
+        ".attention_block.norm.": ".self_attention_norm.",  # encoder layers
+        ".self_attention_block.norm.": ".self_attention_norm.",
+        ".cross_attention_block.norm.": ".cross_attention_norm.",
+        ".feed_forward_block.norm.": ".feed_forward_norm.",
+    }
+    upgraded = {}
+    for key, value in weights.items():
+        for old, new in renames.items():
+            key = key.replace(old, new)
+        upgraded[key] = value
+    return upgraded
 
 
 def tokenizer_to_tensor(model_bytes: bytes) -> torch.Tensor:

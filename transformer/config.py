@@ -69,7 +69,7 @@ class TrainingConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads; 0 = torch default
     precision: str = "auto"  # fp32 | bf16 | auto (bf16 where the CPU or GPU supports it)
-    batch_tokens: int = 4096  # source+target tokens per batch, padding included
+    batch_tokens: int = 4096  # per batch: sentences × the longest pair's source+target pieces
     accumulate: int = 1  # batches per optimizer step
     lr: float = 1e-3  # peak learning rate, reached at the end of warm-up
     warmup_steps: int = 1000
@@ -246,7 +246,12 @@ def validate(config: Config, source: str = "config") -> None:
     need(tr.max_minutes >= 0, "training.max_minutes", f"must be >= 0, got {tr.max_minutes}")
     need(tr.eval_every >= 1, "training.eval_every", f"must be >= 1, got {tr.eval_every}")
     need(tr.log_every >= 1, "training.log_every", f"must be >= 1, got {tr.log_every}")
-    need(dec.max_len_a >= 0 and dec.max_len_b >= 1, "decoding.max_len_b", "length limit must allow one token")
+    need(dec.max_len_a >= 0, "decoding.max_len_a", f"must be >= 0, got {dec.max_len_a}")
+    need(
+        dec.max_len_b >= 1,
+        "decoding.max_len_b",
+        f"must be >= 1 (the length limit must allow one piece), got {dec.max_len_b}",
+    )
     need(dec.batch_size >= 1, "decoding.batch_size", f"must be >= 1, got {dec.batch_size}")
 
 

@@ -145,7 +145,8 @@ def _select_fields(ds: datasets.Dataset, config: DataConfig, where: str) -> data
 
 @dataclass
 class Encoded:
-    """Piece ids of aligned pairs; the source ends with EOS, the target has no specials yet."""
+    """Piece ids of aligned pairs, each side ending with EOS: `len()` of either side is what the model reads or
+    predicts. The decoder reads BOS + the target without its EOS (see `collate`)."""
 
     src: list[list[int]]
     tgt: list[list[int]]
@@ -154,9 +155,9 @@ class Encoded:
 def encode_pairs(pairs: Pairs, tokenizer: Tokenizer, max_len: int | None = None) -> Encoded:
     """Encode; with `max_len`, drop pairs where either side is longer (and report how many)."""
     src = [ids + [EOS_ID] for ids in tokenizer.encode(pairs.src)]
-    tgt = tokenizer.encode(pairs.tgt)
+    tgt = [ids + [EOS_ID] for ids in tokenizer.encode(pairs.tgt)]
     if max_len is not None:
-        keep = [i for i in range(len(src)) if len(src[i]) <= max_len and len(tgt[i]) + 1 <= max_len]
+        keep = [i for i in range(len(src)) if len(src[i]) <= max_len and len(tgt[i]) <= max_len]
         if len(keep) < len(src):
             log.info(
                 "length filter: dropped %d of %d pairs longer than %d pieces",
@@ -188,15 +189,17 @@ class Batch:
 
 def collate(data: Encoded, indices: list[int]) -> Batch:
     src = pad([data.src[i] for i in indices])
-    tgt_in = pad([[BOS_ID] + data.tgt[i] for i in indices])
-    tgt_out = pad([data.tgt[i] + [EOS_ID] for i in indices])
+    tgt_in = pad([[BOS_ID] + data.tgt[i][:-1] for i in indices])  # BOS + target: what the decoder reads
+    tgt_out = pad([data.tgt[i] for i in indices])  # target + EOS: what it must predict
     return Batch(src, tgt_in, tgt_out, int((src != PAD_ID).sum()), int((tgt_out != PAD_ID).sum()))
 
 
 def batch_plan(data: Encoded, batch_tokens: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
-    """Group pairs of similar length into batches of at most `batch_tokens` (source+target, padding included).
+    """Group pairs of similar length into batches: sentences × the longest pair's source+target pieces ≤ `batch_tokens`.
 
-    Sorting by length keeps padding small; ties are broken at random and the batch order is shuffled, both from
+    That bounds the batch as if each pair were padded to the longest pair; the real padded size, sentences × (longest
+    source + longest target), can be a little larger when those two lengths come from different pairs. Sorting by
+    length keeps padding small; ties are broken at random and the batch order is shuffled, both from
     (seed, epoch), so that the same epoch always gives the same plan: that is what makes resuming exact.
     """
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -206,7 +209,7 @@ def batch_plan(data: Encoded, batch_tokens: int, seed: int, epoch: int, shuffle:
     current: list[int] = []
     longest = 0
     for i in order:
-        length = len(data.src[i]) + len(data.tgt[i]) + 1
+        length = len(data.src[i]) + len(data.tgt[i])
         if current and max(longest, length) * (len(current) + 1) > batch_tokens:
             batches.append(current)
             current, longest = [], 0
@@ -224,7 +227,7 @@ def padding_fraction(data: Encoded, batches: list[list[int]]) -> float:
     slots = real = 0
     for b in batches:
         s = [len(data.src[i]) for i in b]
-        t = [len(data.tgt[i]) + 1 for i in b]
+        t = [len(data.tgt[i]) for i in b]
         slots += len(b) * (max(s) + max(t))
         real += sum(s) + sum(t)
     return 1 - real / max(slots, 1)

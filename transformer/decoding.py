@@ -11,14 +11,19 @@ from transformer.specials import BOS_ID, EOS_ID, PAD_ID, until_eos
 
 @torch.no_grad()
 def greedy_decode(
-    model: Transformer, src: torch.Tensor, max_len_a: float = 1.5, max_len_b: int = 10, use_cache: bool = True
+    model: Transformer,
+    src: torch.Tensor,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    use_cache: bool = True,
+    min_len: int = 0,
 ) -> list[list[int]]:
     """Translate a batch of sources (batch, src_len) into piece ids, without BOS or EOS.
 
     Each sentence stops at its end-of-sentence token or at a*src_len+b pieces. Finished sentences leave the batch,
     so the remaining steps cost only what is still being decoded. With `use_cache`, self-attention keys and values
     grow by one position a step and cross-attention keys and values are computed once; without it, the whole
-    prefix is recomputed every step (kept for tests and the benchmark).
+    prefix is recomputed every step (kept for tests and the benchmark). EOS is not allowed before `min_len` pieces.
     """
     batch = src.size(0)
     src_lens = (src != PAD_ID).sum(1)
@@ -32,6 +37,8 @@ def greedy_decode(
     for step in range(steps):
         step_input = prefix[:, -1:] if cache is not None else prefix
         logits = model.decode(step_input, encoded, cache).logits[:, -1]  # (alive, vocab)
+        if step < min_len:
+            logits[:, EOS_ID] = float("-inf")
         next_ids = logits.argmax(-1)  # (alive,)
         tokens[alive, step] = next_ids
         done = (next_ids == EOS_ID) | (limits[alive] <= step + 1)

@@ -1,28 +1,54 @@
-"""Data-parallel training across processes, as started by `torchrun --nproc_per_node N scripts/train.py ...`.
+"""The process: threads, allocator, seed, and data-parallel ranks as started by `torchrun --nproc_per_node N ...`.
 
 Each process reads its own share of every step's batches, DistributedDataParallel averages the gradients, and only
-rank 0 writes checkpoints, logs and metrics. A single process (no torchrun) runs none of this.
+rank 0 writes checkpoints, logs and metrics. A single process (no torchrun) runs none of the rank machinery.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from transformer.config import TrainingConfig
+from transformer.device import resolve_device, tune_cpu_allocator
 
-def setup(device: torch.device) -> tuple[int, int, torch.device]:
-    """Join the process group when started by torchrun; return (rank, world size, this process's device)."""
+
+@dataclass
+class Process:
+    rank: int
+    world: int  # processes in the group
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes files and prints."""
+        return self.rank == 0
+
+
+def setup_process(training: TrainingConfig) -> Process:
+    """Process-wide settings, made once by the script that trains: threads, allocator, process group, seed.
+
+    Each rank seeds its own generator (seed + rank), so each draws its own dropout masks; the model's initial
+    weights may then differ between ranks, and DistributedDataParallel copies rank 0's to all of them.
+    """
+    if training.threads:
+        torch.set_num_threads(training.threads)
+    tune_cpu_allocator()
+    device = resolve_device(training.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return dist.get_rank(), world, device
+    rank = 0
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    torch.manual_seed(training.seed + rank)
+    return Process(rank, world, device)
 
 
 def broadcast_bytes(payload: bytes | None, world: int) -> bytes:

@@ -15,3 +15,7 @@ class DataError(ToolkitError):
 
 class CheckpointError(ToolkitError):
     """A checkpoint that cannot be read, or was written by an incompatible version."""
+
+
+class TrainingError(ToolkitError):
+    """Training cannot go on (the loss, the gradients or the dev loss became NaN or infinite)."""

@@ -1,4 +1,9 @@
-"""The parts of the Transformer: positions, feed-forward, the encoder and decoder layers, and the decoding cache."""
+"""The parts of the Transformer, in the paper's order: positions, feed-forward, the encoder layer, the decoder layer.
+
+Each layer has one named method a sublayer (self-attention, cross-attention, feed-forward) and a `forward` that
+writes the residual connections out: pre-norm (`x + sublayer(norm(x))`, stable to train) or post-norm
+(`norm(x + sublayer(x))`, the original paper), as `torch.nn.TransformerDecoderLayer` does.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +14,8 @@ import torch
 from torch import nn
 
 from transformer.attention import MultiHeadAttention
-
-
-class Dropout(nn.Module):
-    """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 - p).
-
-    Same as nn.Dropout, with a cheaper mask. A CPU's random generator is serial, and nn.Dropout draws a float per
-    element; here each 64-bit draw yields the 16-bit random numbers of four elements (p is rounded to a multiple
-    of 1/65536). Profiled over 10 Multi30k training steps on 2 cores: drawing the masks' random numbers took
-    2.08 s with torch.rand and 0.47 s this way.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        return x * dropout_mask(x.shape, self.p, x.dtype, x.device)
-
-
-def dropout_mask(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A tensor of `shape` holding 0 with probability p (rounded to 1/65536) and 1 / (1 - p) elsewhere."""
-    n = math.prod(shape)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)  # all 64 bits
-    r = bits.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
-    dropped = round(p * 65536)  # how many of the 65,536 values mean "drop"
-    return (r >= dropped - 32768).to(dtype) * (65536 / (65536 - dropped))
+from transformer.config import ModelConfig
+from transformer.dropout import Dropout
 
 
 class PositionalEncoding(nn.Module):
@@ -63,28 +42,17 @@ class PositionalEncoding(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise: the same two-layer MLP applied to every position on its own."""
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.net = nn.Sequential(
+            nn.Linear(config.d_model, config.d_ff),
+            nn.ReLU(),
+            Dropout(config.dropout),
+            nn.Linear(config.d_ff, config.d_model),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (batch, len, d_model)
-
-
-class Sublayer(nn.Module):
-    """Residual connection around a sublayer, with the norm before it (pre-norm) or after the sum (post-norm)."""
-
-    def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
-        super().__init__()
-        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(d_model), Dropout(dropout), pre_norm
-
-    def forward(self, x: torch.Tensor, sublayer) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`sublayer` maps its input to (output, attention weights or None)."""
-        if self.pre_norm:
-            out, weights = sublayer(self.norm(x))
-            return x + self.dropout(out), weights
-        out, weights = sublayer(x)
-        return self.norm(x + self.dropout(out)), weights
 
 
 @dataclass
@@ -114,46 +82,58 @@ class DecoderCache:
 
 
 class EncoderLayer(nn.Module):
-    def __init__(
-        self, d_model: int, heads: int, d_ff: int, dropout: float, attention_dropout: float, pre_norm: bool
-    ) -> None:
+    """Self-attention over the source, then the feed-forward network."""
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.self_attention = MultiHeadAttention(d_model, heads, attention_dropout)
-        self.feed_forward = FeedForward(d_model, d_ff, dropout)
-        self.attention_block = Sublayer(d_model, dropout, pre_norm)
-        self.feed_forward_block = Sublayer(d_model, dropout, pre_norm)
+        self.pre_norm = config.norm == "pre"
+        self.self_attention = MultiHeadAttention(config.d_model, config.heads, config.attention_dropout)
+        self.feed_forward = FeedForward(config)
+        self.self_attention_norm = nn.LayerNorm(config.d_model)
+        self.feed_forward_norm = nn.LayerNorm(config.d_model)
+        self.dropout = Dropout(config.dropout)  # on each sublayer's output, before the residual sum
 
     def forward(
         self, x: torch.Tensor, src_mask: torch.Tensor, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (batch, src_len, d_model); src_mask: (batch, 1, 1, src_len)."""
-
-        def self_attend(h: torch.Tensor):
-            k, v = self.self_attention.keys_values(h)
-            return self.self_attention(h, k, v, src_mask, need_weights)
-
-        x, weights = self.attention_block(x, self_attend)
-        x, _ = self.feed_forward_block(x, lambda h: (self.feed_forward(h), None))
+        """x: (batch, src_len, d_model); src_mask: (batch, 1, 1, src_len). Returns x, and the weights when asked."""
+        if self.pre_norm:
+            attended, weights = self.self_attend(self.self_attention_norm(x), src_mask, need_weights)
+            x = x + self.dropout(attended)
+            x = x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
+        else:
+            attended, weights = self.self_attend(x, src_mask, need_weights)
+            x = self.self_attention_norm(x + self.dropout(attended))
+            x = self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
         return x, weights
+
+    def self_attend(
+        self, x: torch.Tensor, src_mask: torch.Tensor, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every source position reads every real source position."""
+        k, v = self.self_attention.keys_values(x)  # each (batch, heads, src_len, d_k)
+        return self.self_attention(x, k, v, src_mask, need_weights)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(
-        self, d_model: int, heads: int, d_ff: int, dropout: float, attention_dropout: float, pre_norm: bool
-    ) -> None:
+    """Masked self-attention over the target so far, cross-attention to the source, then the feed-forward network."""
+
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.self_attention = MultiHeadAttention(d_model, heads, attention_dropout)
-        self.cross_attention = MultiHeadAttention(d_model, heads, attention_dropout)
-        self.feed_forward = FeedForward(d_model, d_ff, dropout)
-        self.self_attention_block = Sublayer(d_model, dropout, pre_norm)
-        self.cross_attention_block = Sublayer(d_model, dropout, pre_norm)
-        self.feed_forward_block = Sublayer(d_model, dropout, pre_norm)
+        self.pre_norm = config.norm == "pre"
+        self.self_attention = MultiHeadAttention(config.d_model, config.heads, config.attention_dropout)
+        self.cross_attention = MultiHeadAttention(config.d_model, config.heads, config.attention_dropout)
+        self.feed_forward = FeedForward(config)
+        self.self_attention_norm = nn.LayerNorm(config.d_model)
+        self.cross_attention_norm = nn.LayerNorm(config.d_model)
+        self.feed_forward_norm = nn.LayerNorm(config.d_model)
+        self.dropout = Dropout(config.dropout)  # on each sublayer's output, before the residual sum
 
     def forward(
         self,
         x: torch.Tensor,
         memory: torch.Tensor,
-        self_mask: torch.Tensor | None,
+        self_mask: torch.Tensor,
         src_mask: torch.Tensor,
         cache: LayerCache | None = None,
         need_weights: bool = False,
@@ -161,27 +141,49 @@ class DecoderLayer(nn.Module):
         """x: (batch, tgt_len, d_model) new target positions; memory: (batch, src_len, d_model) encoder output.
 
         self_mask: (batch or 1, 1, tgt_len, all_tgt_len) causal + padding; src_mask: (batch, 1, 1, src_len).
+        Returns x and, when asked, the self- and cross-attention weights.
         """
-
-        def self_attend(h: torch.Tensor):
-            k, v = self.self_attention.keys_values(h)  # (batch, heads, tgt_len, d_k)
-            if cache is not None:
-                if cache.self_k is not None:  # earlier positions were computed in earlier steps
-                    k = torch.cat([cache.self_k, k], dim=2)  # (batch, heads, all_tgt_len, d_k)
-                    v = torch.cat([cache.self_v, v], dim=2)
-                cache.self_k, cache.self_v = k, v
-            return self.self_attention(h, k, v, self_mask, need_weights)
-
-        def cross_attend(h: torch.Tensor):
-            if cache is not None and cache.cross_k is not None:
-                k, v = cache.cross_k, cache.cross_v
-            else:
-                k, v = self.cross_attention.keys_values(memory)  # (batch, heads, src_len, d_k)
-                if cache is not None:
-                    cache.cross_k, cache.cross_v = k, v
-            return self.cross_attention(h, k, v, src_mask, need_weights)
-
-        x, self_weights = self.self_attention_block(x, self_attend)
-        x, cross_weights = self.cross_attention_block(x, cross_attend)
-        x, _ = self.feed_forward_block(x, lambda h: (self.feed_forward(h), None))
+        if self.pre_norm:
+            attended, self_weights = self.self_attend(self.self_attention_norm(x), self_mask, cache, need_weights)
+            x = x + self.dropout(attended)
+            attended, cross_weights = self.cross_attend(
+                self.cross_attention_norm(x), memory, src_mask, cache, need_weights
+            )
+            x = x + self.dropout(attended)
+            x = x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
+        else:
+            attended, self_weights = self.self_attend(x, self_mask, cache, need_weights)
+            x = self.self_attention_norm(x + self.dropout(attended))
+            attended, cross_weights = self.cross_attend(x, memory, src_mask, cache, need_weights)
+            x = self.cross_attention_norm(x + self.dropout(attended))
+            x = self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
         return x, self_weights, cross_weights
+
+    def self_attend(
+        self, x: torch.Tensor, self_mask: torch.Tensor, cache: LayerCache | None, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each new target position reads itself and the positions before it (the mask hides the later ones)."""
+        k, v = self.self_attention.keys_values(x)  # each (batch, heads, new_len, d_k)
+        if cache is not None:  # the cache update: earlier positions come from earlier steps, the new ones join them
+            if cache.self_k is not None:
+                k = torch.cat([cache.self_k, k], dim=2)  # (batch, heads, all_tgt_len, d_k)
+                v = torch.cat([cache.self_v, v], dim=2)
+            cache.self_k, cache.self_v = k, v
+        return self.self_attention(x, k, v, self_mask, need_weights)
+
+    def cross_attend(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        cache: LayerCache | None,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoder's queries read the encoder's keys and values (computed once a sentence when caching)."""
+        if cache is not None and cache.cross_k is not None:
+            k, v = cache.cross_k, cache.cross_v
+        else:
+            k, v = self.cross_attention.keys_values(memory)  # each (batch, heads, src_len, d_k)
+            if cache is not None:
+                cache.cross_k, cache.cross_v = k, v
+        return self.cross_attention(x, k, v, src_mask, need_weights)

@@ -10,14 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from transformer.config import ModelConfig
-from transformer.layers import (
-    DecoderCache,
-    DecoderLayer,
-    Dropout,
-    EncoderLayer,
-    LayerCache,
-    PositionalEncoding,
-)
+from transformer.dropout import Dropout
+from transformer.layers import DecoderCache, DecoderLayer, EncoderLayer, LayerCache, PositionalEncoding
 from transformer.loss import projected_loss_sum
 from transformer.masks import causal_mask, padding_mask
 from transformer.specials import PAD_ID
@@ -54,9 +48,8 @@ class Transformer(nn.Module):
         self.embedding = nn.Embedding(vocab_size, d, padding_idx=PAD_ID)
         self.positions = PositionalEncoding(d, config.max_positions)
         self.dropout = Dropout(config.dropout)
-        layer_args = (d, config.heads, config.d_ff, config.dropout, config.attention_dropout, pre_norm)
-        self.encoder_layers = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(config.encoder_layers))
-        self.decoder_layers = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(config.decoder_layers))
+        self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         # Pre-norm leaves the residual stream unnormalized: one final norm on each side puts it back in scale.
         self.encoder_norm = nn.LayerNorm(d) if pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(d) if pre_norm else nn.Identity()

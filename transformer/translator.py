@@ -1,7 +1,9 @@
 """Translate text with a trained model: the Python API behind `scripts/translate.py` and `scripts/evaluate.py`.
 
-from transformer import Translator
-Translator.from_checkpoint("runs/demo").translate(["The black cat sleeps."])
+    from transformer import Translator
+    Translator.from_checkpoint("runs/demo").translate(["The black cat sleeps."])
+
+Imports only what inference needs: no corpus readers, no trainer, no progress bars.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from transformer.checkpoint import read_checkpoint
+from transformer.checkpoint import Checkpoint, read_checkpoint
 from transformer.config import DecodingConfig
 from transformer.decoding import greedy_decode
 from transformer.device import autocast, resolve_device, use_bf16
@@ -23,14 +25,17 @@ from transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
+ATTENTION_KINDS = ("cross", "encoder", "decoder")
+
 
 @dataclass
 class AttentionMap:
-    """Cross-attention of one sentence: which source pieces each target piece read."""
+    """Attention of one translated sentence: which key pieces each query piece read, in every layer and head."""
 
-    src_pieces: list[str]
-    tgt_pieces: list[str]
-    weights: torch.Tensor  # (layers, heads, tgt_len, src_len)
+    kind: str  # cross (target reads source), encoder (source reads source), decoder (target reads earlier target)
+    query_pieces: list[str]
+    key_pieces: list[str]
+    weights: torch.Tensor  # (layers, heads, queries, keys)
 
 
 class Translator:
@@ -47,16 +52,16 @@ class Translator:
         self.max_src_len = model.config.max_positions - 1  # pieces, before the source's EOS
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", precision: str | None = None) -> Translator:
-        """Rebuild model and tokenizer from a checkpoint (or a run directory) alone."""
-        checkpoint = read_checkpoint(path)
-        model = checkpoint.build_model()
+    def from_checkpoint(
+        cls, path: str | os.PathLike | Checkpoint, device: str = "auto", precision: str | None = None
+    ) -> Translator:
+        """Rebuild model and tokenizer from a checkpoint (a file, a run directory, or one already read) alone."""
+        checkpoint = path if isinstance(path, Checkpoint) else read_checkpoint(path)
         dev = resolve_device(device)
-        model.to(dev).eval()
+        model = checkpoint.build_model().to(dev).eval()
         config = checkpoint.config
-        return cls(
-            model, checkpoint.tokenizer, config.decoding, dev, use_bf16(precision or config.training.precision, dev)
-        )
+        bf16 = use_bf16(precision or config.training.precision, dev)
+        return cls(model, checkpoint.tokenizer, config.decoding, dev, bf16)
 
     def encode_sources(self, sentences: list[str]) -> list[list[int]]:
         """Pieces + EOS for each sentence; too-long sentences are truncated (with a warning)."""
@@ -72,24 +77,32 @@ class Translator:
         outputs: list[list[int]] = [[] for _ in sentences]
         order = sorted((i for i in range(len(ids)) if len(ids[i]) > 1), key=lambda i: len(ids[i]))
         self.model.eval()
-        for start in range(0, len(order), self.decoding.batch_size):
-            rows = order[start : start + self.decoding.batch_size]
+        d = self.decoding
+        for start in range(0, len(order), d.batch_size):
+            rows = order[start : start + d.batch_size]
             src = pad([ids[i] for i in rows]).to(self.device)  # (batch, src_len)
             with autocast(self.device, self.bf16):
-                hyps = greedy_decode(
-                    self.model, src, self.decoding.max_len_a, self.decoding.max_len_b, use_cache=use_cache
-                )
+                hyps = greedy_decode(self.model, src, d.max_len_a, d.max_len_b, use_cache=use_cache)
             for row, hyp in zip(rows, hyps, strict=True):
                 outputs[row] = hyp
         return self.tokenizer.decode(outputs)
 
     @torch.no_grad()
-    def attention(self, sentence: str) -> AttentionMap:
-        """Translate one sentence and return the cross-attention weights of every layer and head."""
+    def attention(self, sentence: str, kind: str = "cross") -> AttentionMap:
+        """Translate one sentence and return the attention weights of `kind` in every layer and head."""
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"kind must be one of {ATTENTION_KINDS}, got {kind!r}")
         src_ids = self.encode_sources([sentence])[0]
         src = torch.tensor([src_ids], device=self.device)  # (1, src_len)
         hyp = greedy_decode(self.model, src, self.decoding.max_len_a, self.decoding.max_len_b)[0]
-        tgt_in = torch.tensor([[BOS_ID, *hyp]], device=self.device)  # (1, tgt_len)
-        out = self.model.decode(tgt_in, self.model.encode(src), need_weights=True)
-        weights = torch.stack([w[0] for w in out.cross_weights]).float().cpu()  # (layers, heads, tgt_len, src_len)
-        return AttentionMap(self.tokenizer.pieces(src_ids), [*self.tokenizer.pieces(hyp), "</s>"], weights)
+        tgt_in = torch.tensor([[BOS_ID, *hyp]], device=self.device)  # (1, tgt_len): what the decoder read
+        encoded = self.model.encode(src, need_weights=True)
+        decoded = self.model.decode(tgt_in, encoded, need_weights=True)
+        source, produced = self.tokenizer.pieces(src_ids), [*self.tokenizer.pieces(hyp), "</s>"]
+        layers, queries, keys = {
+            "cross": (decoded.cross_weights, produced, source),
+            "encoder": (encoded.self_weights, source, source),
+            "decoder": (decoded.self_weights, produced, ["<s>", *self.tokenizer.pieces(hyp)]),
+        }[kind]
+        weights = torch.stack([w[0] for w in layers]).float().cpu()  # (layers, heads, queries, keys)
+        return AttentionMap(kind, queries, keys, weights)

@@ -1,0 +1,168 @@
+"""Prepare a training run: the run directory, the config (the run's own on resume), data, tokenizer, model,
+optimizer and the restored progress, handed to the `Trainer` as plain objects.
+
+A run directory holds `best.pt` (by dev BLEU), `last.pt`, `config.yaml` (the resolved config), `tokenizer.model` and
+`metrics.jsonl` (one JSON object a line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from transformer import distributed
+from transformer.checkpoint import Checkpoint, load_weights, read_checkpoint
+from transformer.config import Config, apply_overrides
+from transformer.data import Encoded, Pairs, encode_pairs, read_split
+from transformer.device import use_bf16
+from transformer.distributed import Process
+from transformer.errors import ConfigError, ToolkitError
+from transformer.model import Transformer
+from transformer.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+# What a user may change when resuming: the limits. Everything else is the run's own, as saved in last.pt.
+RESUMABLE = ("training.max_steps", "training.max_epochs", "training.max_minutes")
+
+
+@dataclass
+class Progress:
+    """Where training stands: saved in every checkpoint beside the weights, restored on resume."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch_in_epoch: int = 0  # next batch of the epoch's plan
+    best_bleu: float = -1.0
+    bad_evals: int = 0  # validations since the best dev BLEU
+    elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+
+
+@dataclass
+class Run:
+    """Everything a Trainer trains: built here, handed over as plain objects."""
+
+    config: Config
+    run_dir: Path
+    process: Process
+    tokenizer: Tokenizer
+    train_data: Encoded
+    dev_pairs: Pairs  # text, for BLEU
+    dev_data: Encoded  # ids, for the dev loss
+    model: Transformer
+    step_model: torch.nn.Module  # what a training step calls: the model, compiled and/or wrapped for data parallelism
+    optimizer: torch.optim.Optimizer
+    progress: Progress
+    bf16: bool
+
+
+def prepare_run(
+    config: Config, run_dir: str | Path, process: Process, resume: bool = False, overrides: list[str] | None = None
+) -> Run:
+    """Set up a new run in `run_dir`, or (resume=True) the run saved there, continuing where it stopped."""
+    run_dir = Path(run_dir)
+    checkpoint = _open_run_dir(run_dir, resume, process)
+    if checkpoint is not None:
+        config = resumed_config(checkpoint.config, config, overrides or [])
+    log.info("reading the %s corpus", config.data.corpus)
+    train_pairs, dev_pairs = read_split(config.data, "train"), read_split(config.data, "dev")
+    if checkpoint is not None:
+        tokenizer = checkpoint.tokenizer
+    else:
+        trained = Tokenizer.train([*train_pairs.src, *train_pairs.tgt], config.tokenizer) if process.is_main else None
+        tokenizer = Tokenizer(distributed.broadcast_bytes(trained and trained.model_bytes, process.world))
+    if process.is_main:
+        write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
+        write_file(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+    train_data = encode_pairs(train_pairs, tokenizer, config.data.max_len)
+    dev_data = encode_pairs(dev_pairs, tokenizer)
+    log.info(
+        "train: %d pairs, dev: %d pairs, vocabulary: %d", len(train_data.src), len(dev_pairs), tokenizer.vocab_size
+    )
+
+    t = config.training
+    model = Transformer(config.model, tokenizer.vocab_size).to(process.device)
+    optimizer = torch.optim.Adam(
+        model.parameters(),
+        lr=t.lr,
+        betas=tuple(t.betas),
+        eps=1e-9,
+        weight_decay=t.weight_decay,
+        fused=True,  # one kernel for all parameters instead of ~10 small ops per tensor
+    )
+    progress = Progress()
+    if checkpoint is not None:
+        progress = _restore(checkpoint, model, optimizer, process)
+    step_model = torch.compile(model) if t.compile else model
+    if process.world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+    bf16 = use_bf16(t.precision, process.device)
+    return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
+               progress, bf16)  # fmt: skip
+
+
+def _open_run_dir(run_dir: Path, resume: bool, process: Process) -> Checkpoint | None:
+    """Enforce the run-directory rules; on resume, the checkpoint to continue from."""
+    last = run_dir / "last.pt"
+    if resume and not last.is_file():
+        raise ToolkitError(f"--resume: no checkpoint to resume from at {last}")
+    if not resume and last.is_file():
+        raise ToolkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
+    if process.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
+            stale.unlink()
+    return read_checkpoint(last) if resume else None
+
+
+def resumed_config(saved: Config, given: Config, overrides: list[str]) -> Config:
+    """The run's own config, with the limits of `given` (which may be raised); any other `--set` is an error."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key not in RESUMABLE and apply_overrides(saved, [item]).to_dict() != saved.to_dict():
+            raise ConfigError(
+                f"--set {key}: a resumed run keeps its own config; only {', '.join(RESUMABLE)} may change on --resume"
+            )
+    changed = [
+        f"{section}.{key}"
+        for section, values in given.to_dict().items()
+        for key, value in values.items()
+        if f"{section}.{key}" not in RESUMABLE and saved.to_dict()[section][key] != value
+    ]
+    if changed:
+        log.warning("--resume: the run's own config is used; the given config differs in %s", ", ".join(changed))
+    config = dataclasses.replace(saved, training=dataclasses.replace(saved.training))
+    for key in RESUMABLE:
+        name = key.split(".")[1]
+        setattr(config.training, name, getattr(given.training, name))
+    return config
+
+
+def _restore(
+    checkpoint: Checkpoint, model: Transformer, optimizer: torch.optim.Optimizer, process: Process
+) -> Progress:
+    state: dict[str, Any] = checkpoint.state
+    load_weights(model, state["model"], checkpoint.path)
+    optimizer.load_state_dict(state["optimizer"])
+    progress = Progress(**{f.name: state[f.name] for f in dataclasses.fields(Progress)})
+    if process.is_main:  # exact resume: rank 0 continues its random stream where it stopped
+        torch.set_rng_state(state["rng"])
+        if process.device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], process.device)
+    else:  # other ranks start a fresh stream of their own (exact resume is a single-process guarantee)
+        torch.manual_seed(checkpoint.config.training.seed + process.rank + 1000 * progress.step)
+    log.info("resumed at step %d (epoch %d, batch %d)", progress.step, progress.epoch + 1, progress.batch_in_epoch)
+    return progress
+
+
+def write_file(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise ToolkitError(f"cannot write {path}: {e.strerror or e}") from None
