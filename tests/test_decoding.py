@@ -4,12 +4,12 @@ import torch
 
 from transformer.decoding import greedy_decode
 from transformer.demo_corpus import demo_corpus
-from transformer.specials import EOS_ID, PAD_ID, pad
+from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad
 
 
 def demo_sources(translator, n=12):
     sentences = [en for en, _ in demo_corpus(50, 5, 5, seed=7)["train"][:n]]
-    return pad(translator.encode_sources(sentences))  # (n, src_len), padded: the sentences differ in length
+    return pad(translator.encode_sources(sentences)).to(translator.device)  # (n, src_len): lengths differ
 
 
 def test_batched_decoding_equals_one_sentence_at_a_time(translator):
@@ -45,6 +45,6 @@ def test_greedy_picks_the_most_probable_piece_at_every_step(translator):
     src = demo_sources(translator, n=3)
     model = translator.model
     for row, hyp in enumerate(greedy_decode(model, src)):
-        tgt_in = torch.tensor([[2, *hyp]])  # BOS + hypothesis
+        tgt_in = torch.tensor([[BOS_ID, *hyp]], device=translator.device)  # BOS + hypothesis
         logits = model.decode(tgt_in, model.encode(src[row : row + 1])).logits[0]  # (len + 1, vocab)
         assert logits.argmax(-1).tolist()[: len(hyp)] == hyp

@@ -1,9 +1,12 @@
 """The demo config, end to end: train → checkpoint → translate (arguments, stdin, files, Python) → evaluate."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import sacrebleu
+import torch
 from helpers import run_script
 
 from transformer.checkpoint import read_checkpoint
@@ -56,6 +59,33 @@ def test_attention_heatmap_is_drawn(demo_run, tmp_path):
     result = run_script("translate.py", "--checkpoint", str(demo_run), "--show-attention", str(png), SENTENCES[0])
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attention_of_every_kind_reads_like_the_math(translator, demo_run, tmp_path):
+    hypothesis = translator.translate([SENTENCES[0]])[0]
+    for kind in ("cross", "encoder", "decoder"):
+        attention = translator.attention(SENTENCES[0], kind)
+        layers, heads, queries, keys = attention.weights.shape
+        assert (queries, keys) == (len(attention.query_pieces), len(attention.key_pieces))
+        assert torch.allclose(attention.weights.sum(-1), torch.ones(layers, heads, queries), atol=1e-5)
+    assert "".join(attention.query_pieces[:-1]).replace("▁", " ").strip() == hypothesis
+    causal = torch.ones(queries, keys).tril().bool()  # decoder: piece i was produced reading <s> and pieces < i
+    assert torch.all(attention.weights[..., ~causal] == 0) and torch.all(attention.weights[..., causal] > 0)
+    png = tmp_path / "decoder.png"
+    result = run_script("translate.py", "--checkpoint", str(demo_run), "--show-attention", str(png), "--kind",
+                        "decoder", "--layer", "0", SENTENCES[0])  # fmt: skip
+    assert result.returncode == 0 and png.read_bytes()[:4] == b"\x89PNG", result.stderr
+
+
+def test_translating_imports_nothing_of_training():
+    code = (
+        "import sys, torch; before = set(sys.modules); from transformer import Translator; "
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "transformer.translator" in loaded
+    for module in ("datasets", "tqdm", "matplotlib", "transformer.trainer", "transformer.prepare", "transformer.data"):
+        assert module not in loaded, module  # tqdm: torch itself imports it (torch.hub), so only a new import counts
 
 
 def test_evaluate_scores_what_it_translated(demo_run, translator, tmp_path):

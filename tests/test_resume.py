@@ -29,6 +29,27 @@ def test_resume_ends_with_the_same_weights_bit_for_bit_across_epochs(tmp_path):
     assert torch.equal(a["rng"], b["rng"])
 
 
+def test_resume_raises_the_limits_and_refuses_any_other_change(tmp_path):
+    out = tmp_path / "run"
+    train_demo(out, training__max_steps=3, **SHORT_EPOCHS)
+    changed = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(out), *overrides(**SHORT_EPOCHS),
+                         "--resume", "--set", "training.max_steps=5", "--set", "model.d_ff=256")  # fmt: skip
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert changed.stderr.strip().splitlines()[-1].startswith("error: --set model.d_ff: a resumed run keeps its own")
+    same = train_demo(out, "--resume", "--set", "training.max_steps=5", "--set", "model.d_ff=128", **SHORT_EPOCHS)
+    assert load_checkpoint(out / "last.pt")["step"] == 5  # the limit was raised; an unchanged value is no change
+    assert "differs" not in same.stderr
+    edited_yaml = tmp_path / "edited.yaml"
+    edited_yaml.write_text(
+        (ROOT / "configs" / "demo.yaml").read_text().replace("label_smoothing: 0.1", "label_smoothing: 0.2")
+    )
+    edited = run_script("train.py", "--config", str(edited_yaml), "--out", str(out), "--resume",
+                        *overrides(training__max_steps=6, **SHORT_EPOCHS))  # fmt: skip
+    assert edited.returncode == 0, edited.stderr
+    assert "the given config differs in training.label_smoothing" in edited.stderr  # named, not applied
+    assert load_checkpoint(out / "last.pt")["config"]["training"]["label_smoothing"] == 0.1
+
+
 def test_starting_over_an_existing_run_needs_resume(demo_run):
     result = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(demo_run), *overrides())
     assert result.returncode == 2 and "pass --resume" in result.stderr
