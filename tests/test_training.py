@@ -106,7 +106,7 @@ def test_early_stopping_after_patience_validations(tmp_path):
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    common = overrides(model__dropout=0, training__max_steps=3, training__eval_every=100)
+    common = overrides(model__dropout=0, training__max_steps=3, training__eval_every=100, training__device="cpu")
     single = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(tmp_path / "one"), *common,
                         "--set", "training.accumulate=2")  # fmt: skip
     assert single.returncode == 0, single.stderr
