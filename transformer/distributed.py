@@ -6,6 +6,7 @@ rank 0 writes checkpoints, logs and metrics. A single process (no torchrun) runs
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -48,6 +49,8 @@ def setup_process(training: TrainingConfig) -> Process:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
     torch.manual_seed(training.seed + rank)
+    if rank > 0:  # only rank 0 talks; the others report warnings and errors only
+        logging.getLogger("transformer").setLevel(logging.WARNING)
     return Process(rank, world, device)
 
 
