@@ -44,7 +44,7 @@ def test_shipped_configs_load(name, monkeypatch):
         ("model:\n  d_model: 250\n  heads: 4\n", "model.d_model: 250 is not divisible by model.heads=4"),
         ("model:\n  dropout: 1.5\n", "model.dropout: must be in [0, 1)"),
         ("model:\n  heads: four\n", "model.heads: expected int, got 'four'"),
-        ("training:\n  precision: fp16\n", "choose fp32, bf16 or auto"),
+        ("training:\n  precision: fp16\n", "training.precision: got 'fp16'; choose one of fp32, bf16, auto"),
         ("training:\n  lr: [1]\n", "training.lr: expected float"),
         (
             "data:\n  corpus: files\n  path: /does/not/exist\n",

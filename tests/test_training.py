@@ -1,6 +1,9 @@
 """Training-loop guarantees: divergence stops cleanly and never reaches a checkpoint, early stopping, data-parallel
 equals one process."""
 
+import json
+import math
+import signal
 import subprocess
 import sys
 
@@ -12,9 +15,9 @@ from transformer.checkpoint import load_checkpoint
 from transformer.config import apply_overrides, load_config
 from transformer.data import batch_plan
 from transformer.distributed import setup_process
-from transformer.errors import TrainingError
-from transformer.prepare import prepare_run
-from transformer.trainer import Trainer, learning_rate
+from transformer.errors import ConfigError, TrainingError
+from transformer.prepare import Progress, prepare_run
+from transformer.trainer import Trainer, budget_spent, learning_rate
 
 
 def tiny_config(**changes):
@@ -26,6 +29,39 @@ def test_learning_rate_warms_up_then_decays():
     assert learning_rate(100, 1e-3, 100) == 1e-3
     assert abs(learning_rate(400, 1e-3, 100) - 5e-4) < 1e-12
     assert learning_rate(5, 1e-3, 0) == 1e-3
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "rex"])
+def test_budget_schedules_warm_up_then_reach_zero_when_the_budget_ends(schedule):
+    assert learning_rate(10, 1.0, 100, schedule, spent=0.01) == 0.1  # the warm-up is the same for all
+    after = [learning_rate(200, 1.0, 100, schedule, spent=x / 10) for x in range(11)]
+    assert after[0] == 1.0 and after[-1] == 0.0
+    assert all(a > b for a, b in zip(after, after[1:], strict=False))  # falls all the way
+    assert learning_rate(200, 1.0, 100, schedule, spent=1.5) == 0.0  # never negative past the end
+    middle = {"linear": 0.5, "cosine": 0.5, "rex": 2 / 3}[schedule]  # rex holds the rate higher for longer
+    assert math.isclose(after[5], middle)
+
+
+def test_the_budget_spent_is_the_share_of_minutes_or_steps_whichever_is_further():
+    training = tiny_config(training__max_steps=100, training__max_minutes=10).training
+    assert budget_spent(Progress(step=20, elapsed=60), training) == 0.2  # steps ahead
+    assert budget_spent(Progress(step=20, elapsed=300), training) == 0.5  # the clock ahead: a slower machine
+    no_budget = tiny_config(training__max_minutes=0, training__max_steps=0).training
+    assert budget_spent(Progress(step=20, elapsed=300), no_budget) == 0.0
+
+
+def test_a_budget_schedule_without_a_budget_is_a_config_error():
+    with pytest.raises(ConfigError, match="training.schedule: 'linear' decays to zero at the end of a budget"):
+        tiny_config(training__schedule="linear", training__max_minutes=0, training__max_steps=0)
+
+
+def test_a_time_budget_ends_with_the_learning_rate_near_zero(tmp_path):
+    result = train_demo(tmp_path / "run", training__schedule="linear", training__max_minutes=0.05,
+                        training__warmup_steps=5, training__eval_every=25)  # fmt: skip
+    assert "reached training.max_minutes=0.05" in result.stderr and "validating took" in result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["lr"] for r in records if r["type"] == "train"]
+    assert len(rates) > 5 and rates[-1] < 0.2 * max(rates)  # whatever this machine's speed: the clock set the decay
 
 
 @pytest.fixture
@@ -121,3 +157,30 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert one["step"] == two["step"] == 3
     for name, tensor in one["model"].items():
         assert torch.allclose(tensor, two["model"][name], atol=1e-5), name
+
+
+def train_in_process(run_dir, stop_at=None, resume=False):
+    """The linear schedule on a 30-step budget, in this process; with `stop_at`, stopped as by Ctrl-C there."""
+    config = tiny_config(data__demo_train_size=300, training__max_steps=30, training__schedule="linear",
+                         training__eval_every=100)  # fmt: skip
+    trainer = Trainer(prepare_run(config, run_dir, setup_process(config.training), resume=resume))
+    step = trainer.train_step
+
+    def step_then_maybe_stop(batches):
+        result = step(batches)
+        if trainer.progress.step == stop_at:
+            trainer._request_stop(signal.SIGINT, None)
+        return result
+
+    trainer.train_step = step_then_maybe_stop
+    return trainer.train()
+
+
+def test_a_step_budget_schedule_resumes_exactly(tmp_path):
+    train_in_process(tmp_path / "straight")
+    assert train_in_process(tmp_path / "split", stop_at=17)["step"] == 17
+    assert train_in_process(tmp_path / "split", resume=True)["step"] == 30
+    a, b = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] < 1e-3
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name

@@ -20,6 +20,7 @@ import yaml
 from transformer.errors import ConfigError
 
 CORPORA = ("demo", "multi30k", "files", "tsv", "jsonl", "hub")
+SCHEDULES = ("inverse_sqrt", "linear", "cosine", "rex")
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainingConfig:
     accumulate: int = 1  # batches per optimizer step
     lr: float = 1e-3  # peak learning rate, reached at the end of warm-up
     warmup_steps: int = 1000
+    schedule: str = "inverse_sqrt"  # after warm-up: inverse_sqrt, or linear | cosine | rex to zero at the budget's end
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
@@ -182,77 +184,52 @@ def validate(config: Config, source: str = "config") -> None:
         if not ok:
             raise ConfigError(f"{source}: {key}: {message}")
 
-    need(d.corpus in CORPORA, "data.corpus", f"got {d.corpus!r}; choose one of {', '.join(CORPORA)}")
+    def choice(value: str, key: str, options: tuple[str, ...]) -> None:
+        need(value in options, key, f"got {value!r}; choose one of {', '.join(options)}")
+
+    def at_least(section: object, prefix: str, keys: tuple[str, ...], low: float) -> None:
+        for key in keys:
+            need(getattr(section, key) >= low, f"{prefix}.{key}", f"must be >= {low}, got {getattr(section, key)}")
+
+    choice(d.corpus, "data.corpus", CORPORA)
     need(d.corpus != "hub" or bool(d.hub_name), "data.hub_name", "corpus 'hub' needs a dataset name")
-    need(d.max_len >= 2, "data.max_len", f"must be at least 2, got {d.max_len}")
-    for key in ("demo_train_size", "demo_dev_size", "demo_test_size"):
-        need(getattr(d, key) >= 1, f"data.{key}", f"must be at least 1, got {getattr(d, key)}")
+    at_least(d, "data", ("max_len",), 2)
+    at_least(d, "data", ("demo_train_size", "demo_dev_size", "demo_test_size"), 1)
     need(d.src_lang != d.tgt_lang, "data.tgt_lang", "source and target languages must differ")
-    need(t.vocab_size >= 16, "tokenizer.vocab_size", f"must be at least 16, got {t.vocab_size}")
-    need(
-        t.model_type in ("unigram", "bpe"),
-        "tokenizer.model_type",
-        f"got {t.model_type!r}; choose unigram or bpe",
-    )
+    at_least(t, "tokenizer", ("vocab_size",), 16)
+    choice(t.model_type, "tokenizer.model_type", ("unigram", "bpe"))
     need(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
-    for key in ("d_model", "heads", "d_ff", "encoder_layers", "decoder_layers", "max_positions"):
-        need(getattr(m, key) >= 1, f"model.{key}", f"must be a positive integer, got {getattr(m, key)}")
+    at_least(m, "model", ("d_model", "heads", "d_ff", "encoder_layers", "decoder_layers", "max_positions"), 1)
     need(m.d_model % m.heads == 0, "model.d_model", f"{m.d_model} is not divisible by model.heads={m.heads}")
-    need(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+    for key in ("dropout", "attention_dropout"):
+        need(0 <= getattr(m, key) < 1, f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
+    choice(m.norm, "model.norm", ("pre", "post"))
     need(
-        0 <= m.attention_dropout < 1,
-        "model.attention_dropout",
-        f"must be in [0, 1), got {m.attention_dropout}",
+        m.max_positions >= d.max_len + 2, "model.max_positions", f"must be at least data.max_len + 2 = {d.max_len + 2}"
     )
-    need(m.norm in ("pre", "post"), "model.norm", f"got {m.norm!r}; choose pre or post")
-    need(
-        m.max_positions >= d.max_len + 2,
-        "model.max_positions",
-        f"must be at least data.max_len + 2 = {d.max_len + 2}",
-    )
-    need(
-        tr.device in ("auto", "cpu", "cuda"),
-        "training.device",
-        f"got {tr.device!r}; choose auto, cpu or cuda",
-    )
-    need(
-        tr.precision in ("fp32", "bf16", "auto"),
-        "training.precision",
-        f"got {tr.precision!r}; choose fp32, bf16 or auto",
-    )
-    need(tr.threads >= 0, "training.threads", f"must be >= 0, got {tr.threads}")
-    need(
-        tr.batch_tokens >= 2 * d.max_len,
-        "training.batch_tokens",
-        f"must hold one longest pair: >= {2 * d.max_len}",
-    )
-    need(tr.accumulate >= 1, "training.accumulate", f"must be >= 1, got {tr.accumulate}")
+    choice(tr.device, "training.device", ("auto", "cpu", "cuda"))
+    choice(tr.precision, "training.precision", ("fp32", "bf16", "auto"))
+    need(tr.batch_tokens >= 2 * d.max_len, "training.batch_tokens", f"must hold one longest pair: >= {2 * d.max_len}")
+    at_least(tr, "training", ("accumulate",), 1)
     need(tr.lr > 0, "training.lr", f"must be positive, got {tr.lr}")
-    need(tr.warmup_steps >= 0, "training.warmup_steps", f"must be >= 0, got {tr.warmup_steps}")
+    choice(tr.schedule, "training.schedule", SCHEDULES)
     need(
-        len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas),
-        "training.betas",
-        "must be two numbers in [0, 1)",
+        tr.schedule == "inverse_sqrt" or bool(tr.max_minutes or tr.max_steps),
+        "training.schedule",
+        f"{tr.schedule!r} decays to zero at the end of a budget: set training.max_minutes or training.max_steps",
     )
-    need(tr.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {tr.weight_decay}")
-    need(
-        0 <= tr.label_smoothing < 1,
-        "training.label_smoothing",
-        f"must be in [0, 1), got {tr.label_smoothing}",
-    )
-    need(tr.clip_norm >= 0, "training.clip_norm", f"must be >= 0, got {tr.clip_norm}")
-    for key in ("max_steps", "max_epochs", "eval_sentences", "patience"):
-        need(getattr(tr, key) >= 0, f"training.{key}", f"must be >= 0, got {getattr(tr, key)}")
-    need(tr.max_minutes >= 0, "training.max_minutes", f"must be >= 0, got {tr.max_minutes}")
-    need(tr.eval_every >= 1, "training.eval_every", f"must be >= 1, got {tr.eval_every}")
-    need(tr.log_every >= 1, "training.log_every", f"must be >= 1, got {tr.log_every}")
+    need(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas", "must be two numbers in [0, 1)")
+    need(0 <= tr.label_smoothing < 1, "training.label_smoothing", f"must be in [0, 1), got {tr.label_smoothing}")
+    keys = ("threads", "warmup_steps", "weight_decay", "clip_norm", "max_steps", "max_epochs", "max_minutes")
+    at_least(tr, "training", (*keys, "eval_sentences", "patience"), 0)
+    at_least(tr, "training", ("eval_every", "log_every"), 1)
     need(dec.max_len_a >= 0, "decoding.max_len_a", f"must be >= 0, got {dec.max_len_a}")
     need(
         dec.max_len_b >= 1,
         "decoding.max_len_b",
         f"must be >= 1 (the length limit must allow one piece), got {dec.max_len_b}",
     )
-    need(dec.batch_size >= 1, "decoding.batch_size", f"must be >= 1, got {dec.batch_size}")
+    at_least(dec, "decoding", ("batch_size",), 1)
 
 
 def _build_section(name: str, values: Any, source: str) -> Any:

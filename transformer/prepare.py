@@ -41,7 +41,8 @@ class Progress:
     batch_in_epoch: int = 0  # next batch of the epoch's plan
     best_bleu: float = -1.0
     bad_evals: int = 0  # validations since the best dev BLEU
-    elapsed: float = 0.0  # seconds of training, summed over resumed sessions
+    elapsed: float = 0.0  # seconds of training, summed over resumed sessions (validation included)
+    validation_seconds: float = 0.0  # of those, spent validating
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _restore(
     state: dict[str, Any] = checkpoint.state
     load_weights(model, state["model"], checkpoint.path)
     optimizer.load_state_dict(state["optimizer"])
-    progress = Progress(**{f.name: state[f.name] for f in dataclasses.fields(Progress)})
+    progress = Progress(**{f.name: state.get(f.name, f.default) for f in dataclasses.fields(Progress)})
     if process.is_main:  # exact resume: rank 0 continues its random stream where it stopped
         torch.set_rng_state(state["rng"])
         if process.device.type == "cuda" and "cuda_rng" in state:

@@ -23,22 +23,42 @@ from tqdm import tqdm
 
 from transformer import distributed
 from transformer.checkpoint import save_checkpoint, tokenizer_to_tensor
+from transformer.config import TrainingConfig
 from transformer.data import batch_plan, collate, padding_fraction
 from transformer.device import autocast
 from transformer.errors import TrainingError
 from transformer.metrics import score
-from transformer.prepare import Run
+from transformer.prepare import Progress, Run
 from transformer.translator import Translator
 
 log = logging.getLogger(__name__)
 
 
-def learning_rate(step: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to `peak`, then decay with the inverse square root of the step (Vaswani et al., 2017)."""
+def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", spent: float = 0.0) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then decay.
+
+    `inverse_sqrt` decays with the square root of the step (Vaswani et al., 2017) and never reaches zero. The
+    budget-aware schedules decay with `spent`, the share of the budget (minutes or steps) already used, and reach zero
+    as it runs out: `linear` (Li et al., "Budgeted Training", 2020), `cosine`, and `rex` (Chen et al., 2021), which
+    stays high longer and drops at the end. A slower machine thus still ends at zero when its minutes end.
+    """
     step = max(step, 1)
-    if warmup == 0:
-        return peak
-    return peak * min(step / warmup, math.sqrt(warmup / step))
+    warm = step / warmup if warmup else 1.0
+    if schedule == "inverse_sqrt":
+        return peak * min(warm, math.sqrt(warmup / step)) if warmup else peak
+    left = min(max(1.0 - spent, 0.0), 1.0)
+    decay = {"linear": left, "cosine": 0.5 * (1 - math.cos(math.pi * left)), "rex": left / (0.5 + 0.5 * left)}
+    return peak * min(warm, decay[schedule])
+
+
+def budget_spent(progress: Progress, training: TrainingConfig) -> float:
+    """The share of the training budget used so far: of the minutes, of the steps, whichever is further along."""
+    shares = [0.0]
+    if training.max_minutes:
+        shares.append(progress.elapsed / (60 * training.max_minutes))
+    if training.max_steps:
+        shares.append(progress.step / training.max_steps)
+    return max(shares)
 
 
 def checkpoint_state(run: Run) -> dict[str, Any]:
@@ -82,7 +102,8 @@ class Trainer:
             total_loss += loss.item()
         total_loss = distributed.sum_over_ranks(total_loss, process.world, process.device)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.progress.step + 1, t.lr, t.warmup_steps)
+            spent = budget_spent(self.progress, t)
+            group["lr"] = learning_rate(self.progress.step + 1, t.lr, t.warmup_steps, t.schedule, spent)
         # The gradient norm is needed anyway for clipping; with clipping off, max_norm=inf only measures it.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm or math.inf)
         if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):  # checked before the update touches anything
@@ -193,6 +214,7 @@ class Trainer:
     def validate(self, bar: tqdm | None = None) -> dict[str, Any]:
         """Dev loss, perplexity and greedy BLEU; keeps `best.pt`, saves `last.pt`, counts toward early stopping."""
         p, pairs = self.progress, self.run.dev_pairs
+        started = time.perf_counter()
         n = self.config.training.eval_sentences or len(pairs)
         sources, references = pairs.src[:n], pairs.tgt[:n]
         translator = Translator(
@@ -216,6 +238,9 @@ class Trainer:
             f"step {p.step}: dev loss {loss:.3f}, ppl {record['perplexity']:.2f}, BLEU {scores.bleu:.2f}, "
             f"chrF {scores.chrf:.2f}" + ("  (best so far)" if improved else f"  (best {p.best_bleu:.2f})")
         ]
+        p.validation_seconds += time.perf_counter() - started
+        share = 100 * p.validation_seconds / max(p.elapsed, 1e-9)
+        lines[0] += f"; validating took {share:.0f}% of the {p.elapsed / 60:.1f} minutes so far"
         lines += [f"  {src}  →  {hyp}" for src, hyp in list(zip(sources, hypotheses, strict=True))[:3]]
         if self.process.is_main:
             (bar.write if bar is not None else print)("\n".join(lines), file=sys.stderr)
