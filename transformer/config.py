@@ -82,6 +82,8 @@ class TrainingConfig:
     max_steps: int = 0  # 0 = unlimited
     max_epochs: int = 0  # 0 = unlimited
     max_minutes: float = 0.0  # wall-clock limit; 0 = unlimited
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0 = off
+    keep_checkpoints: int = 0  # keep the weights of the last N validations as step_N.pt (for scripts/average.py)
     eval_every: int = 500  # steps between validations
     eval_sentences: int = 0  # dev sentences scored with BLEU at each validation; 0 = all
     patience: int = 0  # validations without a better dev BLEU before stopping; 0 = never stop early
@@ -219,9 +221,10 @@ def validate(config: Config, source: str = "config") -> None:
         f"{tr.schedule!r} decays to zero at the end of a budget: set training.max_minutes or training.max_steps",
     )
     need(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas", "must be two numbers in [0, 1)")
+    need(0 <= tr.ema < 1, "training.ema", f"must be in [0, 1), got {tr.ema}")
     need(0 <= tr.label_smoothing < 1, "training.label_smoothing", f"must be in [0, 1), got {tr.label_smoothing}")
     keys = ("threads", "warmup_steps", "weight_decay", "clip_norm", "max_steps", "max_epochs", "max_minutes")
-    at_least(tr, "training", (*keys, "eval_sentences", "patience"), 0)
+    at_least(tr, "training", (*keys, "eval_sentences", "patience", "keep_checkpoints"), 0)
     at_least(tr, "training", ("eval_every", "log_every"), 1)
     need(dec.max_len_a >= 0, "decoding.max_len_a", f"must be >= 0, got {dec.max_len_a}")
     need(

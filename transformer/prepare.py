@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from transformer import distributed
+from transformer.averaging import ExponentialMovingAverage
 from transformer.checkpoint import Checkpoint, load_weights, read_checkpoint
 from transformer.config import Config, apply_overrides
 from transformer.data import Encoded, Pairs, encode_pairs, read_split
@@ -61,6 +62,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     progress: Progress
     bf16: bool
+    ema: ExponentialMovingAverage | None  # with training.ema > 0
 
 
 def prepare_run(
@@ -100,12 +102,15 @@ def prepare_run(
     progress = Progress()
     if checkpoint is not None:
         progress = _restore(checkpoint, model, optimizer, process)
+    ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
+    if ema is not None and checkpoint is not None and "ema" in checkpoint.state:
+        ema.load_state_dict(checkpoint.state["ema"])
     step_model = torch.compile(model) if t.compile else model
     if process.world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model)
     bf16 = use_bf16(t.precision, process.device)
     return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
-               progress, bf16)  # fmt: skip
+               progress, bf16, ema)  # fmt: skip
 
 
 def _open_run_dir(run_dir: Path, resume: bool, process: Process) -> Checkpoint | None:

@@ -27,7 +27,7 @@ from transformer.config import TrainingConfig
 from transformer.data import batch_plan, collate, padding_fraction
 from transformer.device import autocast
 from transformer.errors import TrainingError
-from transformer.metrics import score
+from transformer.metrics import Scores, score
 from transformer.prepare import Progress, Run
 from transformer.translator import Translator
 
@@ -73,7 +73,43 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     }
     if run.process.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(run.process.device)
+    if run.ema is not None:
+        state["ema"] = run.ema.state_dict()
     return state
+
+
+@torch.no_grad()
+def dev_loss(run: Run) -> float:
+    """Mean cross-entropy per target token on the dev set (no label smoothing: perplexity = exp of it)."""
+    run.model.eval()
+    data, total, tokens = run.dev_data, 0.0, 0
+    for indices in batch_plan(data, run.config.training.batch_tokens, 0, 0, shuffle=False):
+        batch = collate(data, indices).to(run.process.device)
+        with autocast(run.process.device, run.bf16):
+            total += run.model(batch.src, batch.tgt_in, batch.tgt_out).item()
+        tokens += batch.tgt_tokens
+    return total / max(tokens, 1)
+
+
+def translate_dev(run: Run) -> tuple[list[str], list[str], Scores]:
+    """Greedy translations of the dev sentences (the first `eval_sentences`), with their BLEU and chrF."""
+    pairs = run.dev_pairs
+    n = run.config.training.eval_sentences or len(pairs)
+    translator = Translator(run.model, run.tokenizer, run.config.decoding, run.process.device, run.bf16)
+    hypotheses = translator.translate(pairs.src[:n])
+    return pairs.src[:n], hypotheses, score(hypotheses, pairs.tgt[:n])
+
+
+def keep_step_checkpoint(run: Run, keep: int) -> None:
+    """Save the weights as step_N.pt (for averaging) and delete all but the newest `keep` of them."""
+    state = checkpoint_state(run)
+    save_checkpoint(
+        {key: state[key] for key in ("config", "tokenizer", "model", "step")},
+        run.run_dir / f"step_{run.progress.step}.pt",
+    )
+    kept = sorted(run.run_dir.glob("step_*.pt"), key=lambda path: int(path.stem.split("_")[1]))
+    for old in kept[:-keep]:
+        old.unlink()
 
 
 class Trainer:
@@ -113,6 +149,8 @@ class Trainer:
             raise TrainingError(f"{what} at step {step}; stopped before updating the weights ({self._kept()})")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.run.ema is not None:
+            self.run.ema.update()
         self.progress.step += 1
         return total_loss / total_tokens, total_tokens
 
@@ -199,54 +237,46 @@ class Trainer:
 
     # -- validation --------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def dev_loss(self) -> float:
-        """Mean cross-entropy per target token on the dev set (no label smoothing: perplexity = exp of it)."""
-        self.model.eval()
-        data, total, tokens = self.run.dev_data, 0.0, 0
-        for indices in batch_plan(data, self.config.training.batch_tokens, 0, 0, shuffle=False):
-            batch = collate(data, indices).to(self.process.device)
-            with autocast(self.process.device, self.run.bf16):
-                total += self.model(batch.src, batch.tgt_in, batch.tgt_out).item()
-            tokens += batch.tgt_tokens
-        return total / max(tokens, 1)
-
     def validate(self, bar: tqdm | None = None) -> dict[str, Any]:
-        """Dev loss, perplexity and greedy BLEU; keeps `best.pt`, saves `last.pt`, counts toward early stopping."""
-        p, pairs = self.progress, self.run.dev_pairs
-        started = time.perf_counter()
-        n = self.config.training.eval_sentences or len(pairs)
-        sources, references = pairs.src[:n], pairs.tgt[:n]
-        translator = Translator(
-            self.model, self.run.tokenizer, self.config.decoding, self.process.device, self.run.bf16
-        )
-        hypotheses = translator.translate(sources)
-        scores = score(hypotheses, references)
-        loss = self.dev_loss()
+        """Dev loss, perplexity and greedy BLEU (of the averaged weights too, with training.ema); keeps the better
+        as `best.pt`, saves `last.pt`, counts toward early stopping."""
+        p, run, started = self.progress, self.run, time.perf_counter()
+        sources, hypotheses, scores = translate_dev(run)
+        loss = dev_loss(run)
         if not math.isfinite(loss):  # a diverged model must not become last.pt or best.pt
             raise TrainingError(f"the dev loss became {loss} at step {p.step}; stopped ({self._kept()})")
         perplexity = math.exp(min(loss, 50))
         record = {"type": "dev", "step": p.step, "epoch": p.epoch + 1, "loss": loss, "perplexity": perplexity,
                   "bleu": scores.bleu, "chrf": scores.chrf, "minutes": p.elapsed / 60}  # fmt: skip
+        best_weights = contextlib.nullcontext
+        if run.ema is not None:
+            with run.ema.applied():
+                _, ema_hypotheses, ema_scores = translate_dev(run)
+            record["ema_bleu"] = ema_scores.bleu
+            if ema_scores.bleu > scores.bleu:
+                hypotheses, best_weights = ema_hypotheses, run.ema.applied
         self._log_metrics(record)
-        improved = scores.bleu > p.best_bleu
-        if improved:
-            p.best_bleu, p.bad_evals = scores.bleu, 0
-        else:
-            p.bad_evals += 1
-        lines = [
-            f"step {p.step}: dev loss {loss:.3f}, ppl {record['perplexity']:.2f}, BLEU {scores.bleu:.2f}, "
-            f"chrF {scores.chrf:.2f}" + ("  (best so far)" if improved else f"  (best {p.best_bleu:.2f})")
-        ]
+        bleu = max(record["bleu"], record.get("ema_bleu", -1.0))
+        improved = bleu > p.best_bleu
+        p.best_bleu, p.bad_evals = (bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
         p.validation_seconds += time.perf_counter() - started
-        share = 100 * p.validation_seconds / max(p.elapsed, 1e-9)
-        lines[0] += f"; validating took {share:.0f}% of the {p.elapsed / 60:.1f} minutes so far"
+        ema = f", EMA BLEU {record['ema_bleu']:.2f}" if "ema_bleu" in record else ""
+        lines = [
+            f"step {p.step}: dev loss {loss:.3f}, ppl {record['perplexity']:.2f}, BLEU {scores.bleu:.2f}{ema}, "
+            f"chrF {scores.chrf:.2f}"
+            + ("  (best so far)" if improved else f"  (best {p.best_bleu:.2f})")
+            + f"; validating took {100 * p.validation_seconds / max(p.elapsed, 1e-9):.0f}% of the "
+            f"{p.elapsed / 60:.1f} minutes so far"
+        ]
         lines += [f"  {src}  →  {hyp}" for src, hyp in list(zip(sources, hypotheses, strict=True))[:3]]
         if self.process.is_main:
             (bar.write if bar is not None else print)("\n".join(lines), file=sys.stderr)
         self.save("last.pt")
         if improved:
-            self.save("best.pt")
+            with best_weights():
+                self.save("best.pt")
+        if self.config.training.keep_checkpoints and self.process.is_main:
+            keep_step_checkpoint(run, self.config.training.keep_checkpoints)
         return record
 
     # -- files -------------------------------------------------------------------------------------------------
