@@ -216,10 +216,7 @@ def main() -> int:
 
     # Without native bf16 a bf16 matmul is emulated (here ~170x slower than fp32): measure it small, train in fp32 only.
     bf16_size = 2048 if report["native_bf16"] else 256
-    report["peak_gflops"] = {
-        "fp32": matmul_peak(torch.float32),
-        "bf16": matmul_peak(torch.bfloat16, size=bf16_size),
-    }
+    report["peak_gflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16, size=bf16_size)}
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
     train_pairs = read_split(config.data, "train")
     if checkpoint is not None:

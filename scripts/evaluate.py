@@ -44,11 +44,7 @@ def main() -> int:
         for path in (args.src, args.ref):
             if not Path(path).is_file():
                 raise ToolkitError(f"file not found: {path}")
-        sources, references, name = (
-            read_lines(Path(args.src)),
-            read_lines(Path(args.ref)),
-            Path(args.src).stem,
-        )
+        sources, references, name = (read_lines(Path(args.src)), read_lines(Path(args.ref)), Path(args.src).stem)
         if len(sources) != len(references):
             raise ToolkitError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
 

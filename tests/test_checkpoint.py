@@ -20,11 +20,7 @@ def minimal_state(**extra):
 
 def test_bad_checkpoints_get_one_clear_line(demo_run, tmp_path):
     good = (demo_run / "last.pt").read_bytes()
-    cases = {
-        "empty.pt": b"",
-        "truncated.pt": good[: len(good) // 2],
-        "garbage.pt": b"not a checkpoint at all" * 10,
-    }
+    cases = {"empty.pt": b"", "truncated.pt": good[: len(good) // 2], "garbage.pt": b"not a checkpoint at all" * 10}
     for name, payload in cases.items():
         (tmp_path / name).write_bytes(payload)
         with pytest.raises(CheckpointError, match=name):
@@ -159,3 +155,22 @@ def test_a_checkpoint_is_never_seen_half_written(tmp_path):
     writer.kill()
     writer.wait()
     assert load_checkpoint(path)["step"] == 1
+
+
+def test_a_version_1_checkpoint_is_upgraded_and_translates_the_same(demo_run, tmp_path):
+    from transformer import Translator
+
+    state = load_checkpoint(demo_run / "best.pt")
+    old_names = {f"{name}_norm": f"{name}_block.norm" for name in ("self_attention", "cross_attention", "feed_forward")}
+    v1 = {}
+    for key, value in state["model"].items():
+        for new, old in old_names.items():
+            if key.startswith("encoder_layers."):
+                old = old.replace("self_attention_block", "attention_block")
+            key = key.replace(f".{new}.", f".{old}.")
+        v1[key] = value
+    assert v1.keys() != state["model"].keys()
+    torch.save({**state, "format_version": 1, "model": v1}, tmp_path / "v1.pt")
+    sentences = ["The black cat sleeps near the house.", "Two small dogs go to the garden."]
+    expected = Translator.from_checkpoint(demo_run / "best.pt").translate(sentences)
+    assert Translator.from_checkpoint(tmp_path / "v1.pt").translate(sentences) == expected

@@ -46,10 +46,7 @@ def test_shipped_configs_load(name, monkeypatch):
         ("model:\n  heads: four\n", "model.heads: expected int, got 'four'"),
         ("training:\n  precision: fp16\n", "training.precision: got 'fp16'; choose one of fp32, bf16, auto"),
         ("training:\n  lr: [1]\n", "training.lr: expected float"),
-        (
-            "data:\n  corpus: files\n  path: /does/not/exist\n",
-            "data.path: directory not found: /does/not/exist",
-        ),
+        ("data:\n  corpus: files\n  path: /does/not/exist\n", "data.path: directory not found: /does/not/exist"),
         ("data:\n  corpus: wmt\n", "data.corpus: got 'wmt'"),
         ("model: [1, 2\n", "YAML syntax error"),
         ("", "the config file is empty"),

@@ -47,11 +47,7 @@ def test_line_files_with_bom_crlf_bad_bytes_and_empty_lines(tmp_path):
     )
     config = DataConfig(corpus="files", path=str(tmp_path))
     pairs = read_split(config, "train")
-    assert pairs.src == [
-        "Hello.",
-        "Bad \ufffd byte .",
-        "Two parts",
-    ]  # empty pairs dropped, \x1c keeps one line
+    assert pairs.src == ["Hello.", "Bad \ufffd byte .", "Two parts"]  # empty pairs dropped, \x1c keeps one line
     assert pairs.tgt == ["Bonjour.", "Mauvais.", "Deux parties"]
 
 

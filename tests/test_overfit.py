@@ -7,12 +7,7 @@ from transformer.model import Transformer
 from transformer.tokenizer import Tokenizer
 
 PAIRS = Pairs(
-    src=[
-        "The black cat sleeps.",
-        "The white dogs run.",
-        "A small girl sees the red car.",
-        "Two horses walk.",
-    ],
+    src=["The black cat sleeps.", "The white dogs run.", "A small girl sees the red car.", "Two horses walk."],
     tgt=[
         "Le chat noir dort.",
         "Les chiens blancs courent.",

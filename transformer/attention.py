@@ -54,12 +54,7 @@ class MultiHeadAttention(nn.Module):
         return k, v
 
     def forward(
-        self,
-        x: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None,
-        need_weights: bool = False,
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (batch, q_len, d_model) queries' input; k, v from `keys_values`. Returns (batch, q_len, d_model)."""
         b, n, d_model = x.shape

@@ -41,13 +41,6 @@ class ExponentialMovingAverage:
                 for name, p in self.params.items():
                     p.copy_(trained[name])
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.average)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, tensor in state.items():
-            self.average[name].copy_(tensor)
-
 
 def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
     """The mean of the weights of checkpoints of one model shape, as a checkpoint that translates like any other."""

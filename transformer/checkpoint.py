@@ -31,8 +31,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     the old file or the new one, never a torn one. A failed write leaves the previous checkpoint untouched."""
     path = Path(path)
     state = {"format_version": FORMAT_VERSION, **state}
-    tmp_name = None
-    writer = None
+    tmp_name = writer = None
     try:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
             tmp_name = f.name
@@ -154,26 +153,19 @@ def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
-    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
-    return line[:300]
+    return (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0])[:300]
 
 
 def _upgrade_v1_weights(weights: Any) -> Any:
     """Version 1 named each layer norm after a wrapper module (`attention_block.norm`); version 2 after its sublayer."""
     if not isinstance(weights, dict):
         return weights
-    renames = {
-        ".attention_block.norm.": ".self_attention_norm.",  # encoder layers
-        ".self_attention_block.norm.": ".self_attention_norm.",
-        ".cross_attention_block.norm.": ".cross_attention_norm.",
-        ".feed_forward_block.norm.": ".feed_forward_norm.",
-    }
-    upgraded = {}
-    for key, value in weights.items():
-        for old, new in renames.items():
-            key = key.replace(old, new)
-        upgraded[key] = value
-    return upgraded
+    renames = [(".attention_block.norm.", ".self_attention_norm.")] + [
+        (f".{name}_block.norm.", f".{name}_norm.") for name in ("self_attention", "cross_attention", "feed_forward")
+    ]
+    for old, new in renames:
+        weights = {key.replace(old, new): value for key, value in weights.items()}
+    return weights
 
 
 def tokenizer_to_tensor(model_bytes: bytes) -> torch.Tensor:

@@ -160,10 +160,7 @@ def encode_pairs(pairs: Pairs, tokenizer: Tokenizer, max_len: int | None = None)
         keep = [i for i in range(len(src)) if len(src[i]) <= max_len and len(tgt[i]) <= max_len]
         if len(keep) < len(src):
             log.info(
-                "length filter: dropped %d of %d pairs longer than %d pieces",
-                len(src) - len(keep),
-                len(src),
-                max_len,
+                "length filter: dropped %d of %d pairs longer than %d pieces", len(src) - len(keep), len(src), max_len
             )
         src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
     return Encoded(src, tgt)
@@ -179,11 +176,7 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
-            self.src.to(device),
-            self.tgt_in.to(device),
-            self.tgt_out.to(device),
-            self.src_tokens,
-            self.tgt_tokens,
+            self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.src_tokens, self.tgt_tokens
         )
 
 

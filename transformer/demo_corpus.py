@@ -64,12 +64,7 @@ TRANSITIVE = [
 ]
 
 # English preposition, French preposition; "de" and "à" contract with le/les (du, des, au, aux).
-PREPOSITIONS = [
-    ("near", "près de"),
-    ("far from", "loin de"),
-    ("behind", "derrière"),
-    ("in front of", "devant"),
-]
+PREPOSITIONS = [("near", "près de"), ("far from", "loin de"), ("behind", "derrière"), ("in front of", "devant")]
 
 
 @dataclass(frozen=True)

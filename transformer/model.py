@@ -81,11 +81,7 @@ class Transformer(nn.Module):
         return EncoderOutput(self.encoder_norm(x), src_mask, weights)
 
     def decode(
-        self,
-        tgt: torch.Tensor,
-        encoded: EncoderOutput,
-        cache: DecoderCache | None = None,
-        need_weights: bool = False,
+        self, tgt: torch.Tensor, encoded: EncoderOutput, cache: DecoderCache | None = None, need_weights: bool = False
     ) -> DecoderOutput:
         """tgt: (batch, tgt_len) the target positions not yet in `cache` (all of them without a cache).
 
@@ -96,11 +92,7 @@ class Transformer(nn.Module):
         return DecoderOutput(logits, self_weights, cross_weights)
 
     def decoder_states(
-        self,
-        tgt: torch.Tensor,
-        encoded: EncoderOutput,
-        cache: DecoderCache | None = None,
-        need_weights: bool = False,
+        self, tgt: torch.Tensor, encoded: EncoderOutput, cache: DecoderCache | None = None, need_weights: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor] | None, list[torch.Tensor] | None]:
         """The decoder's final states (batch, tgt_len, d_model), before the output projection."""
         offset = cache.length if cache is not None else 0

@@ -104,7 +104,7 @@ def prepare_run(
         progress = _restore(checkpoint, model, optimizer, process)
     ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
     if ema is not None and checkpoint is not None and "ema" in checkpoint.state:
-        ema.load_state_dict(checkpoint.state["ema"])
+        ema.average = {name: tensor.to(process.device) for name, tensor in checkpoint.state["ema"].items()}
     step_model = torch.compile(model) if t.compile else model
     if process.world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model)

@@ -25,12 +25,7 @@ class Tokenizer:
     def __init__(self, model_bytes: bytes) -> None:
         self.model_bytes = model_bytes
         self.sp = spm.SentencePieceProcessor(model_proto=model_bytes)
-        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (
-            PAD_ID,
-            UNK_ID,
-            BOS_ID,
-            EOS_ID,
-        ):
+        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise DataError("tokenizer model does not use this toolkit's special ids (pad=0, unk=1, bos=2, eos=3)")
 
     @classmethod

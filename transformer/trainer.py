@@ -74,7 +74,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     if run.process.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(run.process.device)
     if run.ema is not None:
-        state["ema"] = run.ema.state_dict()
+        state["ema"] = run.ema.average
     return state
 
 

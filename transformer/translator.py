@@ -40,12 +40,7 @@ class AttentionMap:
 
 class Translator:
     def __init__(
-        self,
-        model: Transformer,
-        tokenizer: Tokenizer,
-        decoding: DecodingConfig,
-        device: torch.device,
-        bf16: bool,
+        self, model: Transformer, tokenizer: Tokenizer, decoding: DecodingConfig, device: torch.device, bf16: bool
     ) -> None:
         self.model, self.tokenizer, self.decoding = model, tokenizer, decoding
         self.device, self.bf16 = device, bf16
