@@ -56,12 +56,13 @@ def test_a_budget_schedule_without_a_budget_is_a_config_error():
 
 
 def test_a_time_budget_ends_with_the_learning_rate_near_zero(tmp_path):
-    result = train_demo(tmp_path / "run", training__schedule="linear", training__max_minutes=0.05,
-                        training__warmup_steps=5, training__eval_every=25)  # fmt: skip
-    assert "reached training.max_minutes=0.05" in result.stderr and "validating took" in result.stderr
+    """A 6-second budget, a step every few tens of milliseconds here: still ≥ 5 steps on a machine 40× slower."""
+    result = train_demo(tmp_path / "run", training__schedule="linear", training__max_minutes=0.1,
+                        training__warmup_steps=1, training__eval_every=25, training__log_every=1)  # fmt: skip
+    assert "reached training.max_minutes=0.1" in result.stderr and "validating took" in result.stderr
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rates = [r["lr"] for r in records if r["type"] == "train"]
-    assert len(rates) > 5 and rates[-1] < 0.2 * max(rates)  # whatever this machine's speed: the clock set the decay
+    assert len(rates) >= 5 and rates[-1] < 0.2 * max(rates)  # whatever this machine's speed: the clock set the decay
 
 
 @pytest.fixture
