@@ -18,7 +18,7 @@ import yaml
 
 from transformer import distributed
 from transformer.averaging import ExponentialMovingAverage
-from transformer.checkpoint import Checkpoint, load_weights, read_checkpoint
+from transformer.checkpoint import Checkpoint, read_checkpoint
 from transformer.config import Config, apply_overrides
 from transformer.data import Encoded, Pairs, encode_pairs, read_split
 from transformer.device import use_bf16
@@ -90,7 +90,8 @@ def prepare_run(
     )
 
     t = config.training
-    model = Transformer(config.model, tokenizer.vocab_size).to(process.device)
+    fresh = checkpoint is None
+    model = (Transformer(config.model, tokenizer.vocab_size) if fresh else checkpoint.build_model()).to(process.device)
     optimizer = torch.optim.Adam(
         model.parameters(),
         lr=t.lr,
@@ -99,9 +100,7 @@ def prepare_run(
         weight_decay=t.weight_decay,
         fused=True,  # one kernel for all parameters instead of ~10 small ops per tensor
     )
-    progress = Progress()
-    if checkpoint is not None:
-        progress = _restore(checkpoint, model, optimizer, process)
+    progress = Progress() if fresh else _restore(checkpoint, optimizer, process)
     ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
     if ema is not None and checkpoint is not None and "ema" in checkpoint.state:
         ema.average = {name: tensor.to(process.device) for name, tensor in checkpoint.state["ema"].items()}
@@ -129,9 +128,10 @@ def _open_run_dir(run_dir: Path, resume: bool, process: Process) -> Checkpoint |
 
 def resumed_config(saved: Config, given: Config, overrides: list[str]) -> Config:
     """The run's own config, with the limits of `given` (which may be raised); any other `--set` is an error."""
+    own = saved.to_dict()
     for item in overrides:
         key = item.partition("=")[0].strip()
-        if key not in RESUMABLE and apply_overrides(saved, [item]).to_dict() != saved.to_dict():
+        if key not in RESUMABLE and apply_overrides(saved, [item]).to_dict() != own:
             raise ConfigError(
                 f"--set {key}: a resumed run keeps its own config; only {', '.join(RESUMABLE)} may change on --resume"
             )
@@ -139,7 +139,7 @@ def resumed_config(saved: Config, given: Config, overrides: list[str]) -> Config
         f"{section}.{key}"
         for section, values in given.to_dict().items()
         for key, value in values.items()
-        if f"{section}.{key}" not in RESUMABLE and saved.to_dict()[section][key] != value
+        if f"{section}.{key}" not in RESUMABLE and own[section][key] != value
     ]
     if changed:
         log.warning("--resume: the run's own config is used; the given config differs in %s", ", ".join(changed))
@@ -150,11 +150,9 @@ def resumed_config(saved: Config, given: Config, overrides: list[str]) -> Config
     return config
 
 
-def _restore(
-    checkpoint: Checkpoint, model: Transformer, optimizer: torch.optim.Optimizer, process: Process
-) -> Progress:
+def _restore(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer, process: Process) -> Progress:
+    """The optimizer's state, the progress and the random stream of a resumed run (its weights: `build_model`)."""
     state: dict[str, Any] = checkpoint.state
-    load_weights(model, state["model"], checkpoint.path)
     optimizer.load_state_dict(state["optimizer"])
     progress = Progress(**{f.name: state.get(f.name, f.default) for f in dataclasses.fields(Progress)})
     if process.is_main:  # exact resume: rank 0 continues its random stream where it stopped
