@@ -1,8 +1,11 @@
-"""Draw attention as a heatmap: which key pieces each query piece read. Needs the `plot` extra (matplotlib)."""
+"""Pictures: training curves from `metrics.jsonl`, and attention as a heatmap (which key pieces each query piece
+read). Needs the `plot` extra (matplotlib)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from transformer.errors import ToolkitError
 from transformer.translator import AttentionMap
@@ -15,15 +18,58 @@ AXES = {
 }
 
 
-def save_attention_heatmap(attention: AttentionMap, path: str | Path, layer: int = -1, head: int | None = None) -> None:
-    """Rows are queries, columns keys; `head=None` averages the heads of the layer."""
+def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise ToolkitError('drawing attention needs matplotlib: pip install -e ".[plot]"') from None
+        raise ToolkitError('drawing needs matplotlib: pip install -e ".[plot]"') from None
     matplotlib.use("Agg")  # files only, no screen needed
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ToolkitError(f"{path}: no such file (is {run_dir} a run directory?)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+CURVES = [("loss", "train", "train loss"), ("loss", "dev", "dev loss"), ("bleu", "dev", "dev BLEU"),
+          ("ema_bleu", "dev", "dev BLEU, EMA weights"), ("lr", "train", "learning rate")]  # fmt: skip
+PANELS = {"train loss": 0, "dev loss": 0, "dev BLEU": 1, "dev BLEU, EMA weights": 1, "learning rate": 2}
+
+
+def save_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
+    """Loss, dev BLEU and learning rate against steps (top row) and minutes (bottom row), one colour per run."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for colour, (name, records) in enumerate(runs.items()):
+        for key, kind, label in CURVES:
+            rows = [r for r in records if r.get("type") == kind and key in r]
+            if not rows:
+                continue
+            style = "--" if label in ("dev loss", "dev BLEU, EMA weights") else "-"
+            for row, x in enumerate(("step", "minutes")):
+                ax = axes[row][PANELS[label]]
+                marker = "o" if kind == "dev" else None
+                ax.plot([r[x] for r in rows], [r[key] for r in rows], style, color=f"C{colour}", marker=marker,
+                        markersize=3, label=f"{name}: {label}" if len(runs) > 1 else label)  # fmt: skip
+    for row, x in enumerate(("steps", "minutes")):
+        for col, title in enumerate(("loss", "dev BLEU (greedy)", "learning rate")):
+            axes[row][col].set(xlabel=x, title=title)
+            axes[row][col].grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    axes[0][1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def save_attention_heatmap(attention: AttentionMap, path: str | Path, layer: int = -1, head: int | None = None) -> None:
+    """Rows are queries, columns keys; `head=None` averages the heads of the layer."""
+    plt = _pyplot()
     weights = attention.weights[layer]  # (heads, queries, keys)
     weights = weights.mean(0) if head is None else weights[head]  # (queries, keys)
     keys, queries = attention.key_pieces, attention.query_pieces

@@ -26,8 +26,9 @@ from transformer.checkpoint import save_checkpoint, tokenizer_to_tensor
 from transformer.config import TrainingConfig
 from transformer.data import batch_plan, collate, padding_fraction
 from transformer.device import autocast
-from transformer.errors import TrainingError
+from transformer.errors import ToolkitError, TrainingError
 from transformer.metrics import Scores, score
+from transformer.plotting import read_metrics, save_curves
 from transformer.prepare import Progress, Run
 from transformer.translator import Translator
 
@@ -117,6 +118,7 @@ class Trainer:
         self.run, self.config, self.model, self.optimizer = run, run.config, run.model, run.optimizer
         self.progress, self.process, self.run_dir = run.progress, run.process, run.run_dir
         self.stop_reason: str | None = None
+        self.draw_curves = run.process.is_main  # off after the first failure: curves must never stop training
 
     # -- one step ----------------------------------------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class Trainer:
             if ema_scores.bleu > scores.bleu:
                 hypotheses, best_weights = ema_hypotheses, run.ema.applied
         self._log_metrics(record)
+        self._draw_curves()
         bleu = max(record["bleu"], record.get("ema_bleu", -1.0))
         improved = bleu > p.best_bleu
         p.best_bleu, p.bad_evals = (bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
@@ -296,6 +299,14 @@ class Trainer:
         last = self.run_dir / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
         return f"{kept}; try a lower training.lr"
+
+    def _draw_curves(self) -> None:
+        try:
+            if self.draw_curves:
+                save_curves({self.run_dir.name: read_metrics(self.run_dir)}, self.run_dir / "curves.png")
+        except (ToolkitError, OSError, ValueError) as error:
+            self.draw_curves = False
+            print(f"curves.png not drawn: {error}", file=sys.stderr)
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
         if self.process.is_main:
