@@ -27,13 +27,15 @@ def main() -> int:
     parser.add_argument("--hyp", help="where to write the translations (default: next to the checkpoint)")
     parser.add_argument("--data-path", help="read the split from this directory instead of the one in the config")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--beam", type=int, help="beam size (default: decoding.beam_size, 1 = greedy)")
+    parser.add_argument("--alpha", type=float, help="length penalty alpha (default: decoding.length_penalty)")
     parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     args = parser.parse_args()
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise ToolkitError("give either --split, or both --src and --ref")
 
     checkpoint = read_checkpoint(args.checkpoint)
-    translator = Translator.from_checkpoint(checkpoint, device=args.device)
+    translator = Translator.from_checkpoint(checkpoint, device=args.device).with_search(args.beam, args.alpha)
     if args.split:
         config = checkpoint.config
         if args.data_path:
@@ -62,6 +64,8 @@ def main() -> int:
         "chrf": round(scores.chrf, 2),
         "bleu_signature": scores.bleu_signature,
         "chrf_signature": scores.chrf_signature,
+        "beam": translator.decoding.beam_size,
+        "alpha": translator.decoding.length_penalty,
         "sentences": len(sources),
         "seconds": round(seconds, 2),
         "hypotheses": str(hyp_path),
@@ -71,7 +75,8 @@ def main() -> int:
     else:
         print(f"BLEU {result['bleu']:.2f}  ({scores.bleu_signature})")
         print(f"chrF {result['chrf']:.2f}  ({scores.chrf_signature})")
-        print(f"{len(sources)} sentences translated in {seconds:.1f} s; hypotheses in {hyp_path}")
+        search = f"beam {result['beam']}, alpha {result['alpha']}" if result["beam"] > 1 else "greedy"
+        print(f"{len(sources)} sentences translated ({search}) in {seconds:.1f} s; hypotheses in {hyp_path}")
     return 0
 
 

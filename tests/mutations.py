@@ -113,6 +113,35 @@ MUTATIONS = [
         [("self_mask = causal_mask(", "self_mask = ~causal_mask(0, 0, tgt.device) | causal_mask(")],
         ["tests/test_model.py"],
     ),
+    Mutation(
+        "beam search: the cache does not follow the beams",
+        "transformer/decoding.py",
+        [("            cache.reorder(flat)", "            cache.reorder(flat.sort().values)")],
+        ["tests/test_beam.py"],
+    ),
+    Mutation(
+        "beam search: greedy's path may be pruned",
+        "transformer/decoding.py",
+        [
+            (
+                "    chosen[missing, -1], picked[missing, -1]",
+                "    missing &= False\n    chosen[missing, -1], picked[missing, -1]",
+            )
+        ],
+        ["tests/test_beam.py::test_with_alpha_0_a_beam_never_finds_a_less_probable_translation_than_greedy"],
+    ),
+    Mutation(
+        "beam search: a sentence stops at its first finished hypothesis",
+        "transformer/decoding.py",
+        [("    if len(hypotheses) < n_best:\n        return False", "    if hypotheses:\n        return True")],
+        ["tests/test_beam.py"],
+    ),
+    Mutation(
+        "streaming: a chunk waits until it is full",
+        "transformer/text.py",
+        [("if lines and waits and not select", "if False and lines and waits and not select")],
+        ["tests/test_streaming.py"],
+    ),
 ]
 
 

@@ -96,6 +96,9 @@ class DecodingConfig:
     max_len_a: float = 1.5  # output length limit = a * source_len + b
     max_len_b: int = 10
     batch_size: int = 64  # sentences per decoding batch
+    beam_size: int = 1  # 1 = greedy search
+    length_penalty: float = 0.0  # GNMT's alpha: beams ranked by log-probability / ((5 + length) / 6) ** alpha
+    n_best: int = 1  # hypotheses kept per sentence (at most beam_size)
 
 
 @dataclass
@@ -227,12 +230,10 @@ def validate(config: Config, source: str = "config") -> None:
     at_least(tr, "training", (*keys, "eval_sentences", "patience", "keep_checkpoints"), 0)
     at_least(tr, "training", ("eval_every", "log_every"), 1)
     need(dec.max_len_a >= 0, "decoding.max_len_a", f"must be >= 0, got {dec.max_len_a}")
-    need(
-        dec.max_len_b >= 1,
-        "decoding.max_len_b",
-        f"must be >= 1 (the length limit must allow one piece), got {dec.max_len_b}",
-    )
-    at_least(dec, "decoding", ("batch_size",), 1)
+    need(dec.max_len_b >= 1, "decoding.max_len_b", f"must be >= 1 (one piece at least), got {dec.max_len_b}")
+    at_least(dec, "decoding", ("batch_size", "beam_size", "n_best"), 1)
+    need(dec.length_penalty >= 0, "decoding.length_penalty", f"must be >= 0, got {dec.length_penalty}")
+    need(dec.n_best <= dec.beam_size, "decoding.n_best", f"must be <= decoding.beam_size ({dec.beam_size})")
 
 
 def _build_section(name: str, values: Any, source: str) -> Any:

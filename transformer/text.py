@@ -6,7 +6,11 @@ Training and translation read text through the same two functions, so a sentence
 from __future__ import annotations
 
 import gzip
+import os
+import select
+import stat
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +35,42 @@ def read_lines(source: Path | BinaryIO) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return lines
+
+
+def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[str]]:
+    """The lines of a binary stream as they arrive, the same lines `read_lines` gives, in chunks of at most
+    `max_lines`: a chunk ends early when no more input is waiting, so a line typed at a terminal (or written by a
+    slow producer) is answered at once, while a file is read in full chunks and never held whole."""
+    read = getattr(stream, "read1", stream.read)
+    try:
+        fd = stream.fileno()
+        waits = not stat.S_ISREG(os.fstat(fd).st_mode)  # a pipe or a terminal can be waiting; a file never
+    except (OSError, AttributeError, ValueError):
+        fd, waits = -1, False
+    pending, lines, first = b"", [], True
+    while True:
+        data = read(1 << 16)
+        pending += data
+        text = pending.replace(b"\r\n", b"\n")
+        # A CR at the end may be the first half of a CRLF: it waits for the next read, unless the input ended.
+        cut = len(text) - 1 if data and text.endswith(b"\r") else len(text)
+        *complete, pending = text[:cut].replace(b"\r", b"\n").split(b"\n")
+        pending += text[cut:]
+        for raw in complete:
+            line = raw.decode("utf-8", errors="replace")
+            lines.append(line.removeprefix("\ufeff") if first else line)
+            first = False
+        last = pending.decode("utf-8", errors="replace").removeprefix("\ufeff" if first else "")
+        if not data and last:  # the last line had no newline
+            lines.append(last)
+        while len(lines) >= max_lines or (lines and not data):
+            yield lines[:max_lines]
+            lines = lines[max_lines:]
+        if not data:
+            return
+        if lines and waits and not select.select([fd], [], [], 0)[0]:
+            yield lines
+            lines = []
 
 
 def clean_text(text: str | None) -> str:

@@ -8,7 +8,9 @@ Imports only what inference needs: no corpus readers, no trainer, no progress ba
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -16,8 +18,9 @@ import torch
 
 from transformer.checkpoint import Checkpoint, read_checkpoint
 from transformer.config import DecodingConfig
-from transformer.decoding import greedy_decode
+from transformer.decoding import Hypothesis, beam_search, greedy_decode
 from transformer.device import autocast, resolve_device, use_bf16
+from transformer.errors import ToolkitError
 from transformer.model import Transformer
 from transformer.specials import BOS_ID, EOS_ID, pad
 from transformer.text import clean_text
@@ -66,21 +69,52 @@ class Translator:
             log.warning("%d sentence(s) longer than %d pieces were truncated", too_long, self.max_src_len)
         return [x[: self.max_src_len] + [EOS_ID] for x in ids]
 
+    def with_search(self, beam_size: int | None = None, length_penalty: float | None = None) -> Translator:
+        """This translator with another beam size or length penalty (the model is shared, not copied)."""
+        if beam_size is not None and beam_size < 1:
+            raise ToolkitError(f"the beam size must be >= 1, got {beam_size}")
+        if length_penalty is not None and length_penalty < 0:
+            raise ToolkitError(f"the length penalty alpha must be >= 0, got {length_penalty}")
+        d = self.decoding
+        decoding = dataclasses.replace(
+            d,
+            beam_size=d.beam_size if beam_size is None else beam_size,
+            length_penalty=d.length_penalty if length_penalty is None else length_penalty,
+        )
+        return Translator(self.model, self.tokenizer, decoding, self.device, self.bf16)
+
     def translate(self, sentences: list[str], use_cache: bool = True) -> list[str]:
         """One output line per input line, in order; an empty line gives an empty line."""
+        hypotheses = self.search(sentences, 1, use_cache)
+        return self.tokenizer.decode([hyps[0].ids if hyps else [] for hyps in hypotheses])
+
+    def translate_n_best(self, sentences: list[str], n_best: int) -> list[list[tuple[str, Hypothesis]]]:
+        """The `n_best` best translations of each sentence, best first, with their scores (none for an empty line)."""
+        hypotheses = [hyps or [Hypothesis([], 0.0, 0.0)] for hyps in self.search(sentences, n_best, scored=True)]
+        return [list(zip(self.tokenizer.decode([h.ids for h in hyps]), hyps, strict=True)) for hyps in hypotheses]
+
+    def search(
+        self, sentences: list[str], n_best: int = 1, use_cache: bool = True, scored: bool = False
+    ) -> list[list[Hypothesis]]:
+        """Greedy search for beam 1 (unless scores are wanted), beam search otherwise; batches of similar lengths."""
+        d = self.decoding
+        beam = max(d.beam_size, n_best)
         ids = self.encode_sources(sentences)
-        outputs: list[list[int]] = [[] for _ in sentences]
+        outputs: list[list[Hypothesis]] = [[] for _ in sentences]
         order = sorted((i for i in range(len(ids)) if len(ids[i]) > 1), key=lambda i: len(ids[i]))
         self.model.eval()
-        d = self.decoding
         for start in range(0, len(order), d.batch_size):
             rows = order[start : start + d.batch_size]
             src = pad([ids[i] for i in rows]).to(self.device)  # (batch, src_len)
             with autocast(self.device, self.bf16):
-                hyps = greedy_decode(self.model, src, d.max_len_a, d.max_len_b, use_cache=use_cache)
+                if beam == 1 and not scored:
+                    found = greedy_decode(self.model, src, d.max_len_a, d.max_len_b, use_cache=use_cache)
+                    hyps = [[Hypothesis(x, math.nan, math.nan)] for x in found]
+                else:
+                    hyps = beam_search(self.model, src, beam, d.length_penalty, n_best, d.max_len_a, d.max_len_b)
             for row, hyp in zip(rows, hyps, strict=True):
                 outputs[row] = hyp
-        return self.tokenizer.decode(outputs)
+        return outputs
 
     @torch.no_grad()
     def attention(self, sentence: str, kind: str = "cross") -> AttentionMap:

@@ -1,0 +1,124 @@
+"""Beam search: beam 1 is greedy, scores are the model's log-probabilities, batching and the cache change nothing,
+n-best lists are sorted; and the command lines that expose it. On the demo model, which translates."""
+
+import json
+
+import pytest
+import sacrebleu
+import torch
+from helpers import run_script
+from test_decoding import demo_sources
+from test_end_to_end import SENTENCES, assert_translates
+
+from transformer.checkpoint import read_checkpoint
+from transformer.data import read_split
+from transformer.decoding import beam_search, greedy_decode, output_limits
+from transformer.specials import BOS_ID, EOS_ID, PAD_ID
+
+
+@torch.no_grad()
+def teacher_forced_log_prob(model, src_row, ids, ended_by_eos):
+    """The model's log-probability of `ids` (and of the EOS after them) given one source row, in one pass."""
+    tgt_in = torch.tensor([[BOS_ID, *ids]], device=src_row.device)
+    log_probs = model.decode(tgt_in, model.encode(src_row)).logits[0].float().log_softmax(-1)  # (len + 1, vocab)
+    targets = [*ids, EOS_ID] if ended_by_eos else ids
+    return sum(float(log_probs[i, t]) for i, t in enumerate(targets))
+
+
+def test_beam_1_is_greedy_token_for_token(translator):
+    src = demo_sources(translator)
+    greedy = greedy_decode(translator.model, src)
+    assert all(greedy)
+    assert [hyps[0].ids for hyps in beam_search(translator.model, src, beam_size=1)] == greedy
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_scores_are_the_model_log_probability_and_n_best_is_sorted(translator, k):
+    model, src = translator.model, demo_sources(translator)
+    limits = output_limits(model, src, 1.5, 10).tolist()
+    results = beam_search(model, src, beam_size=k, n_best=k)
+    for row, hyps in enumerate(results):
+        assert 1 <= len(hyps) <= k and all(EOS_ID not in h.ids for h in hyps)
+        assert len({tuple(h.ids) for h in hyps}) == len(hyps)  # distinct hypotheses
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        source = src[row : row + 1, : int((src[row] != PAD_ID).sum())]
+        for h in hyps:
+            assert len(h.ids) <= limits[row]
+            recomputed = teacher_forced_log_prob(model, source, h.ids, ended_by_eos=len(h.ids) < limits[row])
+            assert h.log_prob == pytest.approx(recomputed, abs=1e-3)
+            assert h.score == h.log_prob  # alpha = 0: ranked by log-probability alone
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_with_alpha_0_a_beam_never_finds_a_less_probable_translation_than_greedy(translator, k):
+    """Not a theorem of beam search (greedy's prefix can be pruned: seen on 2 of 40 Multi30k dev sentences with
+    k = 5), but it holds on the demo model's sentences, and a wrong score, parent or cache row breaks it at once."""
+    model, src = translator.model, demo_sources(translator, n=24)
+    limits = output_limits(model, src, 1.5, 10).tolist()
+    for row, (greedy, hyps) in enumerate(zip(greedy_decode(model, src), beam_search(model, src, k), strict=True)):
+        source = src[row : row + 1, : int((src[row] != PAD_ID).sum())]
+        greedy_log_prob = teacher_forced_log_prob(model, source, greedy, len(greedy) < limits[row])
+        assert hyps[0].log_prob >= greedy_log_prob - 1e-4
+
+
+def test_batched_beam_equals_one_sentence_at_a_time_and_the_cache_changes_nothing(translator):
+    model, src = translator.model, demo_sources(translator)
+    assert (src == PAD_ID).any()
+    batched = beam_search(model, src, beam_size=4, alpha=1.0, n_best=3)
+    lengths = (src != PAD_ID).sum(1).tolist()
+    single = [beam_search(model, src[i : i + 1, : lengths[i]], 4, 1.0, 3)[0] for i in range(len(lengths))]
+    uncached = beam_search(model, src, beam_size=4, alpha=1.0, n_best=3, use_cache=False)
+    for other in (single, uncached):
+        assert [[h.ids for h in hyps] for hyps in batched] == [[h.ids for h in hyps] for hyps in other]
+        for a, b in zip(batched, other, strict=True):
+            assert [h.log_prob for h in a] == pytest.approx([h.log_prob for h in b], abs=1e-4)
+
+
+def test_a_length_penalty_ranks_by_log_probability_over_gnmt_length(translator):
+    src = demo_sources(translator)
+    limits = output_limits(translator.model, src, 1.5, 10).tolist()
+    results = beam_search(translator.model, src, beam_size=4, alpha=0.6, n_best=4)
+    for hyps, limit in zip(results, limits, strict=True):
+        for h in hyps:
+            length = len(h.ids) + (len(h.ids) < limit)  # the EOS counts when one ended the hypothesis
+            assert h.score == pytest.approx(h.log_prob / ((5 + length) / 6) ** 0.6)
+
+
+def test_translate_with_a_beam_and_n_best_from_the_command_line(demo_run, translator):
+    beam = translator.with_search(beam_size=4, length_penalty=0.6)
+    expected = beam.translate(SENTENCES)
+    assert_translates(expected)
+    assert [n_best[0][0] for n_best in beam.translate_n_best(SENTENCES, 3)] == expected
+    result = run_script("translate.py", "--checkpoint", str(demo_run), "--beam", "4", "--alpha", "0.6", *SENTENCES)
+    assert result.returncode == 0 and result.stdout.splitlines() == expected
+    stdin = "\n".join([SENTENCES[0], "", SENTENCES[1]]) + "\n"
+    args = ("--checkpoint", str(demo_run), "--beam", "4", "--alpha", "0.6", "--n-best", "3")
+    lines = run_script("translate.py", *args, stdin=stdin).stdout.splitlines()
+    fields = [line.split(" ||| ") for line in lines]
+    assert [f[0] for f in fields] == ["0", "0", "0", "1", "2", "2", "2"]  # an empty line: one empty entry
+    assert fields[0][1] == expected[0] and fields[4][1] == expected[1] and fields[3][1:] == ["", "0.0000", "0.0000"]
+    for start in (0, 4):
+        scores = [float(f[3]) for f in fields[start : start + 3]]
+        assert scores == sorted(scores, reverse=True) and all(float(f[2]) < 0 for f in fields[start : start + 3])
+
+
+def test_wrong_beam_settings_are_one_line_errors(demo_run):
+    for args, message in [
+        (("--beam", "0"), "error: the beam size must be >= 1, got 0"),
+        (("--alpha", "-1"), "error: the length penalty alpha must be >= 0, got -1.0"),
+        (("--beam", "2", "--n-best", "3"), "error: --n-best 3: must be between 1 and the beam size (--beam 2)"),
+    ]:
+        result = run_script("translate.py", "--checkpoint", str(demo_run), *args, SENTENCES[0])
+        assert result.returncode == 2 and result.stderr.strip() == message
+
+
+def test_evaluate_with_a_beam_scores_the_beam_translations(demo_run, translator, tmp_path):
+    args = ("--checkpoint", str(demo_run), "--split", "test", "--beam", "4", "--alpha", "0.6")
+    result = run_script("evaluate.py", *args, "--hyp", str(tmp_path / "beam.hyp"), "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["beam"] == 4 and scores["alpha"] == 0.6
+    test = read_split(read_checkpoint(demo_run).config.data, "test")
+    hypotheses = (tmp_path / "beam.hyp").read_text().splitlines()
+    assert hypotheses == translator.with_search(4, 0.6).translate(test.src)
+    assert scores["bleu"] == round(sacrebleu.corpus_bleu(hypotheses, [test.tgt]).score, 2) > 0
