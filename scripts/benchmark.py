@@ -7,6 +7,11 @@ machine. Model FLOPs are counted by hand (see `forward_flops`), on real tokens o
 With --checkpoint, decoding uses the trained model (so outputs stop where a real model stops); without it, an
 untrained model of the same shape, which usually runs to the length limit. The JSON records the CPU model, its
 flags and the torch version beside the figures.
+
+    python scripts/benchmark.py --config configs/multi30k_en_fr.yaml --checkpoint runs/multi30k_en_fr --inference
+
+translates the test split only, text in and text out at batch 64, greedy and beam 5: ours, and through CTranslate2
+(the model exported as float32 and int8) when the deploy extra is installed; seconds, sentences/s and BLEU.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +38,14 @@ from transformer.config import Config, load_config
 from transformer.data import Batch, Encoded, batch_plan, collate, encode_pairs, padding_fraction, read_split
 from transformer.decoding import greedy_decode
 from transformer.device import autocast, cpu_has_bf16, cpu_info, tune_cpu_allocator
+from transformer.errors import ToolkitError
 from transformer.layers import PositionalEncoding
 from transformer.loss import loss_sum
+from transformer.metrics import score
 from transformer.model import Transformer
 from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad, until_eos
 from transformer.tokenizer import Tokenizer
+from transformer.translator import Translator
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
@@ -203,10 +213,20 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=100, help="dev sentences decoded one at a time")
     parser.add_argument("--no-bf16", action="store_true", help="skip bf16 training (also skipped without native bf16)")
     parser.add_argument("--json", help="write all figures to this file")
+    parser.add_argument("--inference", action="store_true", help="only translate the test split: see below")
+    parser.add_argument("--repeats", type=int, default=3, help="with --inference: timed passes, the median is kept")
     args = parser.parse_args()
     config = load_config(args.config)
     torch.set_num_threads(config.training.threads or torch.get_num_threads())
     tune_cpu_allocator()
+    if args.inference:
+        if not args.checkpoint:
+            raise ToolkitError("--inference needs --checkpoint (a trained model to translate with)")
+        report = inference_report(config, args.checkpoint, args.repeats)
+        print(format_inference(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        return 0
     report: dict = {
         "machine": f"{cpu_info()['model']}, {torch.get_num_threads()} threads",
         "cpu": cpu_info(),
@@ -282,6 +302,61 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def inference_report(config: Config, checkpoint: str, repeats: int) -> dict:
+    """Ours against CTranslate2 (float32 and int8, when installed) on the test split, text in and text out, the same
+    threads; engines alternate within each pass so that the shared machine's drift hits all of them alike."""
+    test = read_split(config.data, "test")
+    threads = torch.get_num_threads()
+    ours = Translator.from_checkpoint(checkpoint, device="cpu")
+    ours.decoding.batch_size = 64
+    engines: dict[str, Callable[[list[str]], list[str]]] = {
+        "ours, greedy": ours.translate,
+        "ours, beam 5": ours.with_search(beam_size=5).translate,
+    }
+    try:
+        from transformer.deploy import CTranslate2Translator, export_ctranslate2
+
+        exported = Path(tempfile.mkdtemp(prefix="ct2-"))
+        for quantization in ("float32", "int8"):
+            model_dir = export_ctranslate2(checkpoint, exported / quantization, quantization)
+            for beam in (1, 5):
+                engine = CTranslate2Translator(model_dir, beam_size=beam, batch_size=64, threads=threads)
+                engines[f"CTranslate2 {quantization}, {'greedy' if beam == 1 else 'beam 5'}"] = engine.translate
+    except ToolkitError as error:
+        print(f"CTranslate2 skipped: {error}", file=sys.stderr)
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    outputs: dict[str, list[str]] = {}
+    for _ in range(repeats):
+        for name, translate in engines.items():
+            start = time.perf_counter()
+            outputs[name] = translate(test.src)
+            seconds[name].append(time.perf_counter() - start)
+    rows = {}
+    for name in engines:
+        median = statistics.median(seconds[name])
+        bleu = score(outputs[name], test.tgt).bleu
+        rows[name] = {"seconds": median, "sentences_per_s": len(test.src) / median, "bleu": bleu}
+        rows[name]["all_seconds"] = seconds[name]
+        print(
+            f"{name:32s}: {median:6.2f} s, {len(test.src) / median:7.1f} sentences/s, BLEU {bleu:.2f}", file=sys.stderr
+        )
+    return {"machine": f"{cpu_info()['model']}, {threads} threads", "cpu": cpu_info(), "torch": torch.__version__,
+            "sentences": len(test.src), "batch_size": 64, "repeats": repeats, "engines": rows}  # fmt: skip
+
+
+def format_inference(r: dict) -> str:
+    lines = [
+        f"machine: {r['machine']}, torch {r['torch']}; test split, {r['sentences']} sentences, batch 64, "
+        f"median of {r['repeats']} passes",
+        "",
+        "| engine | seconds | sentences/s | BLEU |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, e in r["engines"].items():
+        lines.append(f"| {name} | {e['seconds']:.2f} | {e['sentences_per_s']:,.1f} | {e['bleu']:.2f} |")
+    return "\n".join(lines)
 
 
 def format_report(r: dict) -> str:

@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--input", help="file with one sentence a line (.gz read as gzip)")
     parser.add_argument("--output", help="write translations here instead of standard output")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--engine", default="torch", choices=["torch", "ctranslate2"],
+                        help="ctranslate2: --checkpoint is a directory written by scripts/export.py")  # fmt: skip
     parser.add_argument("--beam", type=int, help="beam size (default: decoding.beam_size, 1 = greedy)")
     parser.add_argument("--alpha", type=float, help="length penalty alpha (default: decoding.length_penalty)")
     parser.add_argument("--n-best", type=int, default=0, help="print the N best translations with their scores")
@@ -45,9 +47,17 @@ def main() -> int:
     if args.n_best < 0 or (args.beam and args.n_best > args.beam):
         raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
 
-    translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
-    translator = translator.with_search(args.beam, args.alpha)
-    chunk_lines = 8 * translator.decoding.batch_size  # enough sentences to batch by length
+    if args.engine == "ctranslate2":
+        if args.n_best or args.alpha is not None or args.show_attention:
+            raise ToolkitError("--engine ctranslate2 translates only: no --n-best, --alpha or --show-attention")
+        from transformer.deploy import CTranslate2Translator
+
+        translator = CTranslate2Translator(args.checkpoint, beam_size=args.beam or 1)
+        chunk_lines = 8 * translator.batch_size
+    else:
+        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        translator = translator.with_search(args.beam, args.alpha)
+        chunk_lines = 8 * translator.decoding.batch_size  # enough sentences to batch by length
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     bar = None
     try:

@@ -120,15 +120,10 @@ MUTATIONS = [
         ["tests/test_beam.py"],
     ),
     Mutation(
-        "beam search: greedy's path may be pruned",
+        "beam search: finished hypotheses taken from all 2k candidates",
         "transformer/decoding.py",
-        [
-            (
-                "    chosen[missing, -1], picked[missing, -1]",
-                "    missing &= False\n    chosen[missing, -1], picked[missing, -1]",
-            )
-        ],
-        ["tests/test_beam.py::test_with_alpha_0_a_beam_never_finds_a_less_probable_translation_than_greedy"],
+        [("ended = (is_eos[:, :k] & top_scores[:, :k]", "ended = (is_eos & top_scores")],
+        ["tests/test_beam.py::test_beam_search_equals_the_textbook_algorithm"],
     ),
     Mutation(
         "beam search: a sentence stops at its first finished hypothesis",

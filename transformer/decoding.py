@@ -75,28 +75,6 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
-def keep_greedy_path(
-    log_probs: torch.Tensor, scores: torch.Tensor, greedy: torch.Tensor, chosen: torch.Tensor, picked: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep greedy search's path among the beams, in place of the last one when the beam would prune it: so with
-    alpha = 0 a beam never returns a translation less probable than greedy's (plain beam search can: seen on 2 of
-    40 Multi30k dev sentences with a beam of 5). log_probs (n, k, vocab); scores (n, k); `greedy` (n,) the beam
-    holding the path, -1 once it ended, updated here with `chosen` (n, k) candidate indices and `picked`, their
-    scores.
-    Returns greedy's log-probability where it ends in EOS at this step (else -inf), and its candidate index."""
-    n, k, vocab = log_probs.shape
-    alive, beam = greedy >= 0, greedy.clamp(min=0)
-    row = log_probs[torch.arange(n, device=greedy.device), beam]  # (n, vocab)
-    token = row.argmax(-1)  # (n,) greedy's next piece
-    score = scores.gather(1, beam[:, None])[:, 0] + row.gather(1, token[:, None])[:, 0]  # (n,)
-    index = beam * vocab + token  # (n,) as a candidate index
-    ends, goes_on = alive & (token == EOS_ID), alive & (token != EOS_ID)
-    missing = goes_on & ~(chosen == index[:, None]).any(1)
-    chosen[missing, -1], picked[missing, -1] = index[missing], score[missing]
-    greedy.copy_(torch.where(goes_on, (chosen == index[:, None]).int().argmax(1), -1))
-    return torch.where(ends, score, float("-inf")), index
-
-
 def settled(hypotheses: list[Hypothesis], best_alive: float, limit: int, n_best: int, alpha: float) -> bool:
     """No beam still going can beat the n-best finished: log-probabilities only fall as a beam grows, and the length
     penalty divides them by at most its value at the length limit."""
@@ -121,7 +99,7 @@ def beam_search(
 
     Each sentence keeps `beam_size` partial translations as rows of the batch (the key/value cache follows them
     through `DecoderCache.reorder`). A step extends every beam by every piece and keeps the best 2k candidates: those
-    ending in EOS among the first k are finished, the best k others go on, greedy's path among them. A sentence is
+    ending in EOS among the first k are finished, the best k others go on (as in fairseq and CTranslate2). A sentence is
     done at its a*src_len+b limit (its beams end as they are) or once no beam can beat its n-best; then it leaves.
     """
     k, batch, device = beam_size, src.size(0), src.device
@@ -135,7 +113,6 @@ def beam_search(
     scores[:, 0] = 0.0  # one real beam to start from: the others would repeat it
     history = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)  # (alive × k, step + 1)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    greedy = torch.zeros(batch, dtype=torch.long, device=device)  # the beam holding greedy's path; -1 once ended
 
     def finish(sentence: int, row: int, last: int, log_prob: float) -> None:
         """Beam `row` extended by `last` is a finished hypothesis: by its EOS, or by the length limit."""
@@ -157,14 +134,10 @@ def beam_search(
         # The first k candidates that do not end in EOS go on (there are at least k: one EOS per beam at most).
         going_on = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (n, k)
         chosen, next_scores = top_indices.gather(1, going_on), top_scores.gather(1, going_on)  # (n, k)
-        greedy_end, greedy_index = keep_greedy_path(log_probs.view(n, k, vocab), scores, greedy, chosen, next_scores)
         rows, next_ids = torch.arange(n, device=device)[:, None] * k + chosen // vocab, chosen % vocab  # (n, k) each
         ended = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()  # [(sentence, candidate)]
         for i, j in ended:
             finish(sentences[i], i * k + int(top_beams[i, j]), EOS_ID, float(top_scores[i, j]))
-        greedy_ended = greedy_end.isfinite() & ~(top_indices[:, :k] == greedy_index[:, None]).any(1)
-        for i in greedy_ended.nonzero().flatten().tolist():  # greedy's own end, when the beam had not kept it
-            finish(sentences[i], i * k + int(greedy_index[i]) // vocab, EOS_ID, float(greedy_end[i]))
         keep, best_alive = [], next_scores[:, 0].tolist()
         for i, sentence in enumerate(sentences):
             if step + 1 >= limits[sentence]:  # out of length: its beams end as they are
@@ -176,7 +149,7 @@ def beam_search(
             break
         if len(keep) < n:
             keep_t = torch.tensor(keep, device=device)
-            rows, next_scores, next_ids, greedy = rows[keep_t], next_scores[keep_t], next_ids[keep_t], greedy[keep_t]
+            rows, next_scores, next_ids = rows[keep_t], next_scores[keep_t], next_ids[keep_t]
             sentences = [sentences[i] for i in keep]
             kept_rows = (keep_t[:, None] * k + torch.arange(k, device=device)).view(-1)
             encoded = encoded.select(kept_rows)

@@ -1,0 +1,137 @@
+"""Export to CTranslate2, the inference engine the field deploys Transformer translation models with, and translate
+through it. Needs the `deploy` extra (`pip install -e ".[deploy]"`): nothing else imports this module.
+
+Our weights map onto CTranslate2's Transformer spec one to one: the same layers, pre- or post-norm (`pre_norm`, and
+the final norms only with pre-norm), embeddings scaled by √d_model (`scale_embeddings`), our own sinusoid table
+(ours interleaves sin and cos; CTranslate2's built-in one does not, so the table is exported), queries, keys and
+values fused as CTranslate2 expects, and one embedding matrix for source, target and the output projection (no bias).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from transformer.checkpoint import read_checkpoint
+from transformer.errors import ToolkitError
+from transformer.specials import EOS_ID
+from transformer.text import clean_text
+from transformer.tokenizer import Tokenizer
+
+QUANTIZATIONS = ("float32", "int8", "int16", "int8_float32")
+
+
+def _ctranslate2():  # noqa: ANN202
+    try:
+        import ctranslate2
+    except ImportError:
+        raise ToolkitError('CTranslate2 is not installed: pip install -e ".[deploy]"') from None
+    return ctranslate2
+
+
+def export_ctranslate2(checkpoint_path: str | os.PathLike, out: str | os.PathLike, quantization: str) -> Path:
+    """Write a CTranslate2 model directory with `tokenizer.model` and `decoding.json` beside the weights."""
+    if quantization not in QUANTIZATIONS:
+        raise ToolkitError(f"--quantization: choose one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    ctranslate2 = _ctranslate2()
+    from ctranslate2.specs import transformer_spec
+
+    checkpoint = read_checkpoint(checkpoint_path)
+    model, config = checkpoint.build_model().float().eval(), checkpoint.config.model
+    weights = {name: p.detach().numpy() for name, p in model.state_dict().items()}
+    pre_norm = config.norm == "pre"
+    spec = transformer_spec.TransformerSpec.from_config(
+        (config.encoder_layers, config.decoder_layers), config.heads, pre_norm=pre_norm
+    )
+
+    def linear(target, prefix: str) -> None:  # noqa: ANN001
+        target.weight, target.bias = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+
+    def norm(target, prefix: str) -> None:  # noqa: ANN001
+        target.gamma, target.beta = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+
+    def fuse(target, prefix: str, parts: tuple[str, ...]) -> None:  # noqa: ANN001
+        import numpy as np
+
+        target.weight = np.concatenate([weights[f"{prefix}.{p}.weight"] for p in parts])
+        target.bias = np.concatenate([weights[f"{prefix}.{p}.bias"] for p in parts])
+
+    table = model.positions.table.numpy()
+    for side, layers in ((spec.encoder, "encoder_layers"), (spec.decoder, "decoder_layers")):
+        embeddings = side.embeddings[0] if isinstance(side.embeddings, list) else side.embeddings
+        embeddings.weight = weights["embedding.weight"]
+        side.scale_embeddings = True
+        side.position_encodings.encodings = table
+        if pre_norm:
+            norm(side.layer_norm, layers.split("_")[0] + "_norm")
+        for i, layer in enumerate(side.layer):
+            prefix = f"{layers}.{i}"
+            fuse(layer.self_attention.linear[0], f"{prefix}.self_attention", ("query", "key_value"))
+            linear(layer.self_attention.linear[1], f"{prefix}.self_attention.out")
+            norm(layer.self_attention.layer_norm, f"{prefix}.self_attention_norm")
+            if layers == "decoder_layers":
+                linear(layer.attention.linear[0], f"{prefix}.cross_attention.query")
+                linear(layer.attention.linear[1], f"{prefix}.cross_attention.key_value")
+                linear(layer.attention.linear[2], f"{prefix}.cross_attention.out")
+                norm(layer.attention.layer_norm, f"{prefix}.cross_attention_norm")
+            linear(layer.ffn.linear_0, f"{prefix}.feed_forward.net.0")
+            linear(layer.ffn.linear_1, f"{prefix}.feed_forward.net.3")
+            norm(layer.ffn.layer_norm, f"{prefix}.feed_forward_norm")
+    spec.decoder.projection.weight = weights["embedding.weight"]
+    spec.decoder.projection.bias = weights["embedding.weight"][:, 0] * 0
+    vocabulary = [checkpoint.tokenizer.sp.id_to_piece(i) for i in range(checkpoint.tokenizer.vocab_size)]
+    spec.register_source_vocabulary(vocabulary)
+    spec.register_target_vocabulary(vocabulary)
+
+    class _Converter(ctranslate2.converters.Converter):
+        def _load(self):  # noqa: ANN202
+            return spec
+
+    out = Path(out)
+    _Converter().convert(str(out), quantization=None if quantization == "float32" else quantization, force=True)
+    (out / "tokenizer.model").write_bytes(checkpoint.tokenizer.model_bytes)
+    decoding = checkpoint.config.decoding
+    limits = {"max_len_a": decoding.max_len_a, "max_len_b": decoding.max_len_b, "max_positions": config.max_positions}
+    (out / "decoding.json").write_text(json.dumps(limits, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+class CTranslate2Translator:
+    """Translate through an exported model with the same tokenization, length limits and detokenization as ours."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        beam_size: int = 1,
+        batch_size: int = 64,
+        threads: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        ctranslate2, model_dir = _ctranslate2(), Path(model_dir)
+        if not (model_dir / "model.bin").is_file():
+            raise ToolkitError(f"{model_dir}: not an exported CTranslate2 model (no model.bin; see scripts/export.py)")
+        self.tokenizer = Tokenizer((model_dir / "tokenizer.model").read_bytes())
+        self.limits = json.loads((model_dir / "decoding.json").read_text(encoding="utf-8"))
+        self.engine = ctranslate2.Translator(str(model_dir), device="cpu", intra_threads=threads)
+        self.beam_size, self.batch_size = beam_size, batch_size
+
+    def translate(self, sentences: list[str]) -> list[str]:
+        """One output line per input line, in order; the same a*src+b limit per sentence as ours."""
+        max_src = self.limits["max_positions"] - 1
+        ids = [x[:max_src] + [EOS_ID] for x in self.tokenizer.encode([clean_text(s) for s in sentences])]
+        outputs: list[list[int]] = [[] for _ in sentences]
+        rows = [i for i in range(len(ids)) if len(ids[i]) > 1]
+        sources = [self.tokenizer.pieces(ids[i]) for i in rows]
+        a, b = self.limits["max_len_a"], self.limits["max_len_b"]
+        limit = [min(int(len(ids[i]) * a + b), self.limits["max_positions"] - 1) for i in rows]
+        results = self.engine.translate_batch(
+            sources,
+            beam_size=self.beam_size,
+            length_penalty=0.0,  # rank by log-probability, as our alpha = 0 does (its own penalty is not GNMT's)
+            max_batch_size=self.batch_size,
+            max_decoding_length=max(limit, default=1),
+        )
+        for row, result, most in zip(rows, results, limit, strict=True):
+            outputs[row] = self.tokenizer.sp.piece_to_id(result.hypotheses[0])[:most]
+        return self.tokenizer.decode(outputs)
