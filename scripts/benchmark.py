@@ -215,6 +215,7 @@ def main() -> int:
     parser.add_argument("--json", help="write all figures to this file")
     parser.add_argument("--inference", action="store_true", help="only translate the test split: see below")
     parser.add_argument("--repeats", type=int, default=3, help="with --inference: timed passes, the median is kept")
+    parser.add_argument("--alpha", type=float, default=0.6, help="with --inference: our beam's GNMT length penalty")
     args = parser.parse_args()
     config = load_config(args.config)
     torch.set_num_threads(config.training.threads or torch.get_num_threads())
@@ -222,7 +223,7 @@ def main() -> int:
     if args.inference:
         if not args.checkpoint:
             raise ToolkitError("--inference needs --checkpoint (a trained model to translate with)")
-        report = inference_report(config, args.checkpoint, args.repeats)
+        report = inference_report(config, args.checkpoint, args.repeats, args.alpha)
         print(format_inference(report))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
@@ -304,16 +305,17 @@ def main() -> int:
     return 0
 
 
-def inference_report(config: Config, checkpoint: str, repeats: int) -> dict:
+def inference_report(config: Config, checkpoint: str, repeats: int, alpha: float) -> dict:
     """Ours against CTranslate2 (float32 and int8, when installed) on the test split, text in and text out, the same
-    threads; engines alternate within each pass so that the shared machine's drift hits all of them alike."""
+    threads; engines alternate within each pass so that the shared machine's drift hits all of them alike. Beams use
+    a length penalty: ours GNMT's with `alpha`, CTranslate2 its own default (log-probability / length)."""
     test = read_split(config.data, "test")
     threads = torch.get_num_threads()
     ours = Translator.from_checkpoint(checkpoint, device="cpu")
     ours.decoding.batch_size = 64
     engines: dict[str, Callable[[list[str]], list[str]]] = {
         "ours, greedy": ours.translate,
-        "ours, beam 5": ours.with_search(beam_size=5).translate,
+        "ours, beam 5": ours.with_search(beam_size=5, length_penalty=alpha).translate,
     }
     try:
         from transformer.deploy import CTranslate2Translator, export_ctranslate2
@@ -322,7 +324,8 @@ def inference_report(config: Config, checkpoint: str, repeats: int) -> dict:
         for quantization in ("float32", "int8"):
             model_dir = export_ctranslate2(checkpoint, exported / quantization, quantization)
             for beam in (1, 5):
-                engine = CTranslate2Translator(model_dir, beam_size=beam, batch_size=64, threads=threads)
+                penalty = 0.0 if beam == 1 else 1.0
+                engine = CTranslate2Translator(model_dir, beam, batch_size=64, threads=threads, length_penalty=penalty)
                 engines[f"CTranslate2 {quantization}, {'greedy' if beam == 1 else 'beam 5'}"] = engine.translate
     except ToolkitError as error:
         print(f"CTranslate2 skipped: {error}", file=sys.stderr)

@@ -48,11 +48,12 @@ def main() -> int:
         raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
 
     if args.engine == "ctranslate2":
-        if args.n_best or args.alpha is not None or args.show_attention:
-            raise ToolkitError("--engine ctranslate2 translates only: no --n-best, --alpha or --show-attention")
+        if args.n_best or args.show_attention:
+            raise ToolkitError("--engine ctranslate2 translates only: no --n-best or --show-attention")
         from transformer.deploy import CTranslate2Translator
 
-        translator = CTranslate2Translator(args.checkpoint, beam_size=args.beam or 1)
+        alpha = args.alpha or 0.0  # CTranslate2's own penalty: log-probability / length^alpha
+        translator = CTranslate2Translator(args.checkpoint, beam_size=args.beam or 1, length_penalty=alpha)
         chunk_lines = 8 * translator.batch_size
     else:
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)

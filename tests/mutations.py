@@ -116,7 +116,7 @@ MUTATIONS = [
     Mutation(
         "beam search: the cache does not follow the beams",
         "transformer/decoding.py",
-        [("            cache.reorder(flat)", "            cache.reorder(flat.sort().values)")],
+        [("            cache.reorder(flat,", "            cache.reorder(flat.sort().values,")],
         ["tests/test_beam.py"],
     ),
     Mutation(

@@ -155,7 +155,7 @@ def beam_search(
             encoded = encoded.select(kept_rows)
         flat = rows.reshape(-1)  # (alive × k,) the row each new beam extends
         if cache is not None:
-            cache.reorder(flat)
+            cache.reorder(flat, cross=len(keep) < n)  # beams moving within their sentence keep its source's rows
         history = torch.cat([history.index_select(0, flat), next_ids.reshape(-1, 1)], dim=1)
         scores = next_scores
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]

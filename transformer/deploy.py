@@ -106,15 +106,16 @@ class CTranslate2Translator:
         beam_size: int = 1,
         batch_size: int = 64,
         threads: int = 0,
-        device: str = "cpu",
+        length_penalty: float = 0.0,
     ) -> None:
+        """`length_penalty` is CTranslate2's own: log-probability / length^alpha (ours: / ((5 + length) / 6)^alpha)."""
         ctranslate2, model_dir = _ctranslate2(), Path(model_dir)
         if not (model_dir / "model.bin").is_file():
             raise ToolkitError(f"{model_dir}: not an exported CTranslate2 model (no model.bin; see scripts/export.py)")
         self.tokenizer = Tokenizer((model_dir / "tokenizer.model").read_bytes())
         self.limits = json.loads((model_dir / "decoding.json").read_text(encoding="utf-8"))
         self.engine = ctranslate2.Translator(str(model_dir), device="cpu", intra_threads=threads)
-        self.beam_size, self.batch_size = beam_size, batch_size
+        self.beam_size, self.batch_size, self.length_penalty = beam_size, batch_size, length_penalty
 
     def translate(self, sentences: list[str]) -> list[str]:
         """One output line per input line, in order; the same a*src+b limit per sentence as ours."""
@@ -128,7 +129,7 @@ class CTranslate2Translator:
         results = self.engine.translate_batch(
             sources,
             beam_size=self.beam_size,
-            length_penalty=0.0,  # rank by log-probability, as our alpha = 0 does (its own penalty is not GNMT's)
+            length_penalty=self.length_penalty,
             max_batch_size=self.batch_size,
             max_decoding_length=max(limit, default=1),
         )

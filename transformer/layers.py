@@ -72,10 +72,12 @@ class DecoderCache:
     layers: list[LayerCache] = field(default_factory=list)
     length: int = 0
 
-    def reorder(self, indices: torch.Tensor) -> None:
-        """Keep (and reorder) the batch rows in `indices`: drops finished sentences, or follows beams."""
+    def reorder(self, indices: torch.Tensor, cross: bool = True) -> None:
+        """Keep (and reorder) the batch rows in `indices`: drops finished sentences, or follows beams. The beams of
+        one sentence share their cross-attention keys and values: `cross=False` leaves those where they are."""
+        names = ("self_k", "self_v", "cross_k", "cross_v") if cross else ("self_k", "self_v")
         for layer in self.layers:
-            for name in ("self_k", "self_v", "cross_k", "cross_v"):
+            for name in names:
                 value = getattr(layer, name)
                 if value is not None:
                     setattr(layer, name, value.index_select(0, indices))
