@@ -3,8 +3,9 @@ command lines export and translate through it. Skipped (saying why) without the 
 
 import pytest
 import sacrebleu
-from helpers import run_script
+from helpers import run_script, train_demo
 
+from transformer import Translator
 from transformer.checkpoint import read_checkpoint
 from transformer.data import read_split
 from transformer.demo_corpus import demo_corpus
@@ -53,3 +54,13 @@ def test_export_and_translate_from_the_command_line(demo_run, translator, tmp_pa
     assert translated.stdout.split("\n")[:-1] == translator.translate(sentences)
     wrong = run_script("translate.py", "--engine", "ctranslate2", "--checkpoint", str(demo_run), "x")
     assert wrong.returncode == 2 and "not an exported CTranslate2 model" in wrong.stderr
+
+
+def test_a_post_norm_model_exports_exactly_too(tmp_path):
+    """The shipped configs are pre-norm; post-norm maps to CTranslate2's pre_norm=False, without final norms."""
+    out = tmp_path / "post"
+    assert train_demo(out, model__norm="post", training__max_steps=150, training__eval_every=150).returncode == 0
+    sources = [en for en, _ in demo_corpus(100, 0, 0, seed=5)["train"]]
+    ours = Translator.from_checkpoint(out, precision="fp32").translate(sources)
+    assert any(ours)
+    assert CTranslate2Translator(export_ctranslate2(out, out / "ct2", "float32")).translate(sources) == ours
