@@ -22,7 +22,7 @@ from tqdm import tqdm
 from transformer.cli import run
 from transformer.errors import ToolkitError
 from transformer.text import read_chunks
-from transformer.translator import ATTENTION_KINDS, Translator
+from transformer.translator import ATTENTION_KINDS, Translator, check_search
 
 
 def main() -> int:
@@ -47,6 +47,7 @@ def main() -> int:
     if args.n_best < 0 or (args.beam and args.n_best > args.beam):
         raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
 
+    check_search(args.beam, args.alpha)  # for either engine
     if args.engine == "ctranslate2":
         if args.n_best or args.show_attention:
             raise ToolkitError("--engine ctranslate2 translates only: no --n-best or --show-attention")

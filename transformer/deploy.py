@@ -15,9 +15,8 @@ from pathlib import Path
 
 from transformer.checkpoint import read_checkpoint
 from transformer.errors import ToolkitError
-from transformer.specials import EOS_ID
-from transformer.text import clean_text
 from transformer.tokenizer import Tokenizer
+from transformer.translator import encode_sources
 
 QUANTIZATIONS = ("float32", "int8", "int16", "int8_float32")
 
@@ -119,8 +118,7 @@ class CTranslate2Translator:
 
     def translate(self, sentences: list[str]) -> list[str]:
         """One output line per input line, in order; the same a*src+b limit per sentence as ours."""
-        max_src = self.limits["max_positions"] - 1
-        ids = [x[:max_src] + [EOS_ID] for x in self.tokenizer.encode([clean_text(s) for s in sentences])]
+        ids = encode_sources(self.tokenizer, sentences, self.limits["max_positions"] - 1)
         outputs: list[list[int]] = [[] for _ in sentences]
         rows = [i for i in range(len(ids)) if len(ids[i]) > 1]
         sources = [self.tokenizer.pieces(ids[i]) for i in rows]

@@ -41,6 +41,23 @@ class AttentionMap:
     weights: torch.Tensor  # (layers, heads, queries, keys)
 
 
+def encode_sources(tokenizer: Tokenizer, sentences: list[str], max_src_len: int) -> list[list[int]]:
+    """Pieces + EOS for each sentence; too-long sentences are truncated (with a warning). Every engine uses this."""
+    ids = tokenizer.encode([clean_text(s) for s in sentences])
+    too_long = sum(len(x) > max_src_len for x in ids)
+    if too_long:
+        log.warning("%d sentence(s) longer than %d pieces were truncated", too_long, max_src_len)
+    return [x[:max_src_len] + [EOS_ID] for x in ids]
+
+
+def check_search(beam_size: int | None, length_penalty: float | None) -> None:
+    """A user's beam size or length penalty (None: the config's) as one line naming the problem."""
+    if beam_size is not None and beam_size < 1:
+        raise ToolkitError(f"the beam size must be >= 1, got {beam_size}")
+    if length_penalty is not None and length_penalty < 0:
+        raise ToolkitError(f"the length penalty alpha must be >= 0, got {length_penalty}")
+
+
 class Translator:
     def __init__(
         self, model: Transformer, tokenizer: Tokenizer, decoding: DecodingConfig, device: torch.device, bf16: bool
@@ -62,19 +79,11 @@ class Translator:
         return cls(model, checkpoint.tokenizer, config.decoding, dev, bf16)
 
     def encode_sources(self, sentences: list[str]) -> list[list[int]]:
-        """Pieces + EOS for each sentence; too-long sentences are truncated (with a warning)."""
-        ids = self.tokenizer.encode([clean_text(s) for s in sentences])
-        too_long = sum(len(x) > self.max_src_len for x in ids)
-        if too_long:
-            log.warning("%d sentence(s) longer than %d pieces were truncated", too_long, self.max_src_len)
-        return [x[: self.max_src_len] + [EOS_ID] for x in ids]
+        return encode_sources(self.tokenizer, sentences, self.max_src_len)
 
     def with_search(self, beam_size: int | None = None, length_penalty: float | None = None) -> Translator:
         """This translator with another beam size or length penalty (the model is shared, not copied)."""
-        if beam_size is not None and beam_size < 1:
-            raise ToolkitError(f"the beam size must be >= 1, got {beam_size}")
-        if length_penalty is not None and length_penalty < 0:
-            raise ToolkitError(f"the length penalty alpha must be >= 0, got {length_penalty}")
+        check_search(beam_size, length_penalty)
         d = self.decoding
         decoding = dataclasses.replace(
             d,
