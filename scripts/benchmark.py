@@ -35,7 +35,16 @@ from torch import nn
 from transformer.checkpoint import read_checkpoint
 from transformer.cli import run
 from transformer.config import Config, load_config
-from transformer.data import Batch, Encoded, batch_plan, collate, encode_pairs, padding_fraction, read_split
+from transformer.data import (
+    Batch,
+    Encoded,
+    batch_plan,
+    collate,
+    encode_batch,
+    encode_pairs,
+    padding_fraction,
+    read_split,
+)
 from transformer.decoding import greedy_decode
 from transformer.device import autocast, cpu_has_bf16, cpu_info, tune_cpu_allocator
 from transformer.errors import ToolkitError
@@ -161,7 +170,7 @@ def time_training(
 def training_batches(data: Encoded, config: Config, vocab: int, count: int) -> tuple[list[Batch], list[float], float]:
     """The first `count` batches of the training plan, their forward FLOPs, and their padding fraction."""
     plan = batch_plan(data, config.training.batch_tokens, config.training.seed, 0)[:count]
-    flops = [forward_flops(config, vocab, [len(data.src[i]) for i in b], [len(data.tgt[i]) for i in b]) for b in plan]
+    flops = [forward_flops(config, vocab, data.src_lens[b].tolist(), data.tgt_lens[b].tolist()) for b in plan]
     return [collate(data, b) for b in plan], flops, padding_fraction(data, plan)
 
 
@@ -268,8 +277,7 @@ def main() -> int:
     model = checkpoint.build_model() if checkpoint is not None else Transformer(config.model, vocab)
     model.eval()
     baseline = BaselineTransformer(config, vocab).eval()
-    dev = encode_pairs(read_split(config.data, "dev"), tokenizer).src
-    test = encode_pairs(read_split(config.data, "test"), tokenizer).src
+    dev, test = (encode_batch(vars(read_split(config.data, role)), tokenizer)["src"] for role in ("dev", "test"))
     size = config.decoding.batch_size
     decoding = {}
     runs = [

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import train_demo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> None:
+    """The training cache (data.cache_dir = null) of every test and script in a folder of the session's own, never
+    the user's ~/.cache; tests of the cache itself give each of theirs a fresh one."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
 
 
 @pytest.fixture(scope="session")

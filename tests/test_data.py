@@ -1,6 +1,8 @@
 import gzip
 
+import datasets
 import pytest
+import torch
 
 from transformer.config import DataConfig
 from transformer.data import Encoded, batch_plan, padding_fraction, read_split
@@ -80,16 +82,48 @@ def test_read_lines_keeps_unicode_line_separators_inside_a_line(tmp_path):
     assert clean_text("one\u2028still one") == "one still one"
 
 
+def reference_plan(src_lens, tgt_lens, batch_tokens, seed, epoch):
+    """The batch plan of the list-based code it replaced, step by step, as the reference it must equal."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    order = torch.randperm(len(src_lens), generator=generator).tolist()
+    order.sort(key=lambda i: (src_lens[i], tgt_lens[i]))
+    batches, current, longest = [], [], 0
+    for i in order:
+        length = src_lens[i] + tgt_lens[i]
+        if current and max(longest, length) * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, length)
+    batches.append(current)
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def lengths_only(lengths):
+    return Encoded.of(
+        datasets.Dataset.from_dict({"src": [[5] * s for s, _ in lengths], "tgt": [[6] * t for _, t in lengths]})
+    )
+
+
 def test_batches_cover_every_pair_once_within_the_token_budget():
     lengths = [(3 + i % 17, 2 + (i * 7) % 19) for i in range(500)]
-    data = Encoded([[5] * s for s, _ in lengths], [[6] * t for _, t in lengths])
+    data = lengths_only(lengths)
     plan = batch_plan(data, batch_tokens=200, seed=1, epoch=0)
-    assert sorted(i for b in plan for i in b) == list(range(500))
+    assert sorted(int(i) for b in plan for i in b) == list(range(500))
     for b in plan:
-        assert len(b) * max(len(data.src[i]) + len(data.tgt[i]) for i in b) <= 200
-    assert plan == batch_plan(data, 200, seed=1, epoch=0)  # the same epoch gives the same plan
-    assert plan != batch_plan(data, 200, seed=1, epoch=1)
+        assert len(b) * max(sum(lengths[i]) for i in b) <= 200
+    assert [b.tolist() for b in plan] == [b.tolist() for b in batch_plan(data, 200, seed=1, epoch=0)]  # resumable
+    assert [b.tolist() for b in plan] != [b.tolist() for b in batch_plan(data, 200, seed=1, epoch=1)]
     assert padding_fraction(data, plan) < 0.25  # bucketing keeps padding small
+
+
+def test_the_plan_from_length_arrays_equals_the_list_based_plan():
+    generator = torch.Generator().manual_seed(3)
+    src, tgt = (torch.randint(2, 40, (3000,), generator=generator).tolist() for _ in range(2))
+    data = lengths_only(list(zip(src, tgt, strict=True)))
+    for seed, epoch, budget in ((1, 0, 300), (2, 5, 1000), (7, 1, 80)):
+        plan = [b.tolist() for b in batch_plan(data, budget, seed, epoch)]
+        assert plan == reference_plan(src, tgt, budget, seed, epoch)
 
 
 def test_multi30k_downloads_once_into_the_cache(tmp_path, monkeypatch):
@@ -137,5 +171,6 @@ def test_overlong_pairs_are_dropped_and_counted(caplog):
     pairs = Pairs(*map(list, zip(short, long_src, long_tgt, short, strict=True)))
     with caplog.at_level("INFO"):
         kept = encode_pairs(pairs, tokenizer, max_len=20)
-    assert len(kept.src) == 2 and "dropped 2 of 4 pairs longer than 20 pieces" in caplog.text
-    assert len(encode_pairs(pairs, tokenizer).src) == 4  # dev and test keep every pair
+    assert len(kept) == 2 and "dropped 2 of 4 pairs longer than 20 pieces" in caplog.text
+    assert kept.rows([0, 1])[0] == [tokenizer.encode(["A cat."])[0] + [3]] * 2  # the short pairs, EOS = 3
+    assert len(encode_pairs(pairs, tokenizer)) == 4  # dev and test keep every pair

@@ -81,7 +81,7 @@ def test_a_training_step_lowers_the_loss_on_its_batch(trainer):
     losses = [trainer.train_step(batch)[0] for _ in range(5)]
     assert trainer.progress.step == 5 and losses[-1] < losses[0]
     tokens = trainer.train_step(batch)[1]
-    assert tokens == sum(len(trainer.run.train_data.tgt[i]) for i in batch[0])  # target pieces + EOS
+    assert tokens == sum(len(ids) for ids in trainer.run.train_data.rows(batch[0])[1])  # target pieces + EOS
 
 
 def test_validation_scores_the_dev_set_and_keeps_best_and_last(trainer):

@@ -27,7 +27,7 @@ SCHEDULES = ("inverse_sqrt", "linear", "cosine", "rex")
 class DataConfig:
     corpus: str = "demo"  # one of CORPORA
     path: str | None = None  # directory with the split files (multi30k: downloaded to cache_dir when None)
-    cache_dir: str = "~/.cache/mini-transformer"  # where downloads go
+    cache_dir: str | None = None  # downloads and the training cache; None = $XDG_CACHE_HOME/mini-transformer
     src_lang: str = "en"
     tgt_lang: str = "fr"
     train_split: str = "train"
@@ -49,6 +49,7 @@ class TokenizerConfig:
     vocab_size: int = 8000
     model_type: str = "unigram"  # unigram | bpe
     character_coverage: float = 1.0
+    sample_sentences: int = 300_000  # train on a random sample of this many sentences (source and target)
 
 
 @dataclass
@@ -202,6 +203,7 @@ def validate(config: Config, source: str = "config") -> None:
     at_least(d, "data", ("demo_train_size", "demo_dev_size", "demo_test_size"), 1)
     need(d.src_lang != d.tgt_lang, "data.tgt_lang", "source and target languages must differ")
     at_least(t, "tokenizer", ("vocab_size",), 16)
+    at_least(t, "tokenizer", ("sample_sentences",), 1)
     choice(t.model_type, "tokenizer.model_type", ("unigram", "bpe"))
     need(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
     at_least(m, "model", ("d_model", "heads", "d_ff", "encoder_layers", "decoder_layers", "max_positions"), 1)

@@ -20,6 +20,7 @@ from transformer import distributed
 from transformer.averaging import ExponentialMovingAverage
 from transformer.checkpoint import Checkpoint, read_checkpoint
 from transformer.config import Config, apply_overrides
+from transformer.corpus_cache import cached_ids, cached_text, cached_tokenizer
 from transformer.data import Encoded, Pairs, encode_pairs, read_split
 from transformer.device import use_bf16
 from transformer.distributed import Process
@@ -54,7 +55,7 @@ class Run:
     run_dir: Path
     process: Process
     tokenizer: Tokenizer
-    train_data: Encoded
+    train_data: Encoded  # piece ids, memory-mapped from the cache
     dev_pairs: Pairs  # text, for BLEU
     dev_data: Encoded  # ids, for the dev loss
     model: Transformer
@@ -74,20 +75,20 @@ def prepare_run(
     if checkpoint is not None:
         config = resumed_config(checkpoint.config, config, overrides or [])
     log.info("reading the %s corpus", config.data.corpus)
-    train_pairs, dev_pairs = read_split(config.data, "train"), read_split(config.data, "dev")
-    if checkpoint is not None:
-        tokenizer = checkpoint.tokenizer
-    else:
-        trained = Tokenizer.train([*train_pairs.src, *train_pairs.tgt], config.tokenizer) if process.is_main else None
-        tokenizer = Tokenizer(distributed.broadcast_bytes(trained and trained.model_bytes, process.world))
+    train_data = tokenizer = None
+    if process.is_main:  # the other processes wait at the broadcast, then find everything in the cache
+        text = cached_text(config.data, "train")
+        tokenizer = checkpoint.tokenizer if checkpoint is not None else cached_tokenizer(config, text)
+        train_data = cached_ids(config.data, text, tokenizer)
+    tokenizer = Tokenizer(distributed.broadcast_bytes(tokenizer and tokenizer.model_bytes, process.world))
+    if train_data is None:
+        train_data = cached_ids(config.data, cached_text(config.data, "train"), tokenizer)
     if process.is_main:
         write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
         write_file(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
-    train_data = encode_pairs(train_pairs, tokenizer, config.data.max_len)
+    dev_pairs = read_split(config.data, "dev")
     dev_data = encode_pairs(dev_pairs, tokenizer)
-    log.info(
-        "train: %d pairs, dev: %d pairs, vocabulary: %d", len(train_data.src), len(dev_pairs), tokenizer.vocab_size
-    )
+    log.info("train: %d pairs, dev: %d pairs, vocabulary: %d", len(train_data), len(dev_pairs), tokenizer.vocab_size)
 
     t = config.training
     fresh = checkpoint is None

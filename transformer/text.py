@@ -6,10 +6,11 @@ Training and translation read text through the same two functions, so a sentence
 from __future__ import annotations
 
 import gzip
+import io
 import os
+import re
 import select
 import stat
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +36,20 @@ def read_lines(source: Path | BinaryIO) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return lines
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """The lines `read_lines` gives for a file, one at a time: a corpus of millions of lines is never held whole.
+
+    Universal newlines split on LF, CRLF and CR alone (and nothing else); utf-8-sig drops a leading BOM.
+    """
+    try:
+        raw = gzip.open(path) if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115 (closed below)
+        with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None) as text:
+            for line in text:
+                yield line.removesuffix("\n")
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot be read: {e}") from None
 
 
 def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[str]]:
@@ -73,9 +88,12 @@ def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[str]]:
             lines = []
 
 
+# Unicode categories Cc (C0, DEL, C1), Zl and Zp: characters that would break a line or a terminal.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def clean_text(text: str | None) -> str:
     """Control characters become spaces; runs of whitespace collapse; the ends are stripped."""
     if text is None:
         return ""
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(text))
-    return " ".join(text.split())
+    return " ".join(CONTROL.sub(" ", str(text)).split())

@@ -28,9 +28,14 @@ class Tokenizer:
         if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
             raise DataError("tokenizer model does not use this toolkit's special ids (pad=0, unk=1, bos=2, eos=3)")
 
+    def __reduce__(self) -> tuple[type, tuple[bytes]]:
+        return Tokenizer, (self.model_bytes,)  # pickled as its model: `datasets.map` sends it to worker processes
+
     @classmethod
     def train(cls, sentences: Iterable[str], config: TokenizerConfig) -> Tokenizer:
-        """Train on the given sentences (source and target together)."""
+        """Train on the given sentences (source and target together), or on a random sample of
+        `config.sample_sentences` of them: SentencePiece keeps a reservoir, so a corpus of millions of sentences
+        streams through without being held."""
         model = io.BytesIO()
         spm.set_random_generator_seed(1)  # the same corpus always gives the same model
         spm.SentencePieceTrainer.train(
@@ -44,7 +49,7 @@ class Tokenizer:
             bos_id=BOS_ID,
             eos_id=EOS_ID,
             hard_vocab_limit=False,  # a small corpus may not support the requested size: take what it supports
-            input_sentence_size=2_000_000,
+            input_sentence_size=config.sample_sentences,
             shuffle_input_sentence=True,
             minloglevel=2,
         )

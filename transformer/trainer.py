@@ -127,7 +127,7 @@ class Trainer:
         The loss is averaged over all the step's target tokens. Returns that loss and the token count."""
         t, data, process = self.config.training, self.run.train_data, self.process
         self.model.train()
-        total_tokens = sum(len(data.tgt[i]) for indices in batches for i in indices)
+        total_tokens = sum(int(data.tgt_lens[indices].sum()) for indices in batches)
         total_loss = 0.0
         mine = batches[process.rank :: process.world]
         for n, indices in enumerate(mine):

@@ -1,0 +1,152 @@
+"""The training split on disk: its cleaned text, the tokenizer trained on it and its piece ids, each made once.
+
+A corpus of millions of pairs is never held in Python lists. It streams from its files into an Arrow file; the
+tokenizer trains on a sample of it; `datasets.map` encodes it (in several processes when it is large) into Arrow
+files that training reads memory-mapped. Each result is cached under data.cache_dir, keyed by what it depends on:
+
+    corpora/<split>-<key>/text.arrow               the corpus: its files with their sizes and times (`source_identity`)
+    corpora/<split>-<key>/tokenizer-<key>.model    + the tokenizer config, sample size included
+    corpora/<split>-<key>/ids-<key>/               + the tokenizer's own bytes
+
+so a second start of the same config, or a resume, takes seconds, and a changed corpus, tokenizer config or tokenizer
+is read, trained or encoded again. data.max_len is applied to the cached ids at each start (it needs only their
+lengths), so changing it costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+from tqdm import tqdm
+
+from transformer.config import Config, DataConfig
+from transformer.data import Encoded, cache_root, encode_batch, read_pairs, source_identity, split_name
+from transformer.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when reading, cleaning or encoding changes what a cached file holds
+WRITE_BATCH = 50_000  # pairs per Arrow record batch while the corpus streams in
+PARALLEL_FROM = 100_000  # pairs from which encoding uses every core (below that, starting processes costs more)
+SCHEMA = pa.schema([("src", pa.string()), ("tgt", pa.string())])
+
+
+def corpus_dir(config: DataConfig, role: str = "train") -> Path:
+    identity = {"version": CACHE_VERSION, "role": role, **source_identity(config, role)}
+    return cache_root(config) / "corpora" / f"{split_name(config, role)}-{_digest(identity)}"
+
+
+def cached_text(config: DataConfig, role: str = "train") -> datasets.Dataset:
+    """The cleaned pairs of a split (see `read_pairs`) as a memory-mapped Arrow table, read from the corpus once."""
+    path = corpus_dir(config, role) / "text.arrow"
+    if path.is_file():
+        text = datasets.Dataset.from_file(str(path))
+        log.info("%s: %d pairs of text from the cache %s", split_name(config, role), len(text), path.parent)
+        return text
+    started = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".text.arrow.{os.getpid()}.tmp")
+    bar = tqdm(desc="reading", unit=" pairs", unit_scale=True, disable=None, file=sys.stderr, leave=False)
+    try:
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
+            for chunk in _chunks(read_pairs(config, role), WRITE_BATCH):
+                src, tgt = zip(*chunk, strict=True)
+                writer.write_batch(pa.record_batch([pa.array(src, pa.string()), pa.array(tgt, pa.string())], SCHEMA))
+                bar.update(len(chunk))
+        os.replace(partial, path)
+    finally:
+        bar.close()
+        partial.unlink(missing_ok=True)
+    text = datasets.Dataset.from_file(str(path))
+    log.info("%s: read %d pairs in %.1f s into %s", split_name(config, role), len(text), _since(started), path)
+    return text
+
+
+def cached_tokenizer(config: Config, text: datasets.Dataset) -> Tokenizer:
+    """The joint tokenizer trained on the training text (on a sample of it when it is large), trained once."""
+    key = _digest({"text": corpus_dir(config.data).name, **dataclasses.asdict(config.tokenizer)})
+    path = corpus_dir(config.data) / f"tokenizer-{key}.model"
+    if path.is_file():
+        log.info("tokenizer: from the cache %s", path)
+        return Tokenizer(path.read_bytes())
+    started, sentences = time.perf_counter(), 2 * len(text)
+    sample = config.tokenizer.sample_sentences
+    log.info(
+        "training the tokenizer on %s",
+        f"all {sentences} sentences" if sentences <= sample else f"a random {sample} of the {sentences} sentences",
+    )
+    tokenizer = Tokenizer.train(_sentences(text), config.tokenizer)
+    _write_atomic(path, tokenizer.model_bytes)
+    log.info("tokenizer: trained in %.1f s, saved to %s", _since(started), path)
+    return tokenizer
+
+
+def cached_ids(config: DataConfig, text: datasets.Dataset, tokenizer: Tokenizer) -> Encoded:
+    """The piece ids of the training text, memory-mapped, encoded once per tokenizer; data.max_len applied."""
+    directory = corpus_dir(config) / f"ids-{hashlib.sha256(tokenizer.model_bytes).hexdigest()[:16]}"
+    done = directory / "done.json"  # written last: the ids are complete
+    if done.is_file():
+        files = json.loads(done.read_text())["files"]
+        ids = datasets.concatenate_datasets([datasets.Dataset.from_file(str(directory / f)) for f in files])
+        log.info("%s: %d pairs of piece ids from the cache %s", config.train_split, len(ids), directory)
+        return Encoded.of(ids, config.max_len)
+    started = time.perf_counter()
+    directory.mkdir(parents=True, exist_ok=True)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = cores if len(text) >= PARALLEL_FROM else 1
+    dtype = "uint16" if tokenizer.vocab_size <= 2**16 else "int32"
+    ids = text.map(
+        encode_batch,
+        fn_kwargs={"tokenizer": tokenizer},
+        batched=True,
+        batch_size=10_000,
+        num_proc=workers if workers > 1 else None,
+        features=datasets.Features({side: datasets.Sequence(datasets.Value(dtype)) for side in ("src", "tgt")}),
+        remove_columns=["src", "tgt"],  # replaced by the ids of the same names
+        cache_file_name=str(directory / "ids.arrow"),
+        new_fingerprint=directory.name,
+        desc="encoding",
+    )
+    files = [Path(f["filename"]).name for f in ids.cache_files]
+    _write_atomic(done, json.dumps({"files": files, "pairs": len(ids)}).encode())
+    log.info("%s: encoded %d pairs in %.1f s into %s", config.train_split, len(ids), _since(started), directory)
+    return Encoded.of(ids, config.max_len)
+
+
+def _sentences(text: datasets.Dataset) -> Iterator[str]:
+    """All source sentences, then all target sentences, streamed from the Arrow table batch by batch."""
+    for side in ("src", "tgt"):
+        for chunk in text.data.column(side).chunks:
+            yield from chunk.to_pylist()
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+    """Write to a temporary name, then rename: a killed run never leaves a half-written cache entry."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_bytes(payload)
+    os.replace(partial, path)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
