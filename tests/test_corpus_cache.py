@@ -63,7 +63,7 @@ def test_a_second_start_reads_nothing_but_the_cache(corpus, caplog, monkeypatch)
 
     monkeypatch.setattr("transformer.data.iter_lines", no_reading)
     monkeypatch.setattr("transformer.tokenizer.Tokenizer.train", no_reading)
-    monkeypatch.setattr("transformer.data.encode_batch", no_reading)
+    monkeypatch.setattr("transformer.corpus_cache.encode_batch", no_reading)
     with caplog.at_level("INFO"):
         again_tokenizer, again = build(config)
     assert caplog.text.count("from the cache") == 3  # text, tokenizer, ids

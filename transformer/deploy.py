@@ -121,16 +121,19 @@ class CTranslate2Translator:
         ids = encode_sources(self.tokenizer, sentences, self.limits["max_positions"] - 1)
         outputs: list[list[int]] = [[] for _ in sentences]
         rows = [i for i in range(len(ids)) if len(ids[i]) > 1]
-        sources = [self.tokenizer.pieces(ids[i]) for i in rows]
         a, b = self.limits["max_len_a"], self.limits["max_len_b"]
-        limit = [min(int(len(ids[i]) * a + b), self.limits["max_positions"] - 1) for i in rows]
-        results = self.engine.translate_batch(
-            sources,
-            beam_size=self.beam_size,
-            length_penalty=self.length_penalty,
-            max_batch_size=self.batch_size,
-            max_decoding_length=max(limit, default=1),
-        )
-        for row, result, most in zip(rows, results, limit, strict=True):
-            outputs[row] = self.tokenizer.sp.piece_to_id(result.hypotheses[0])[:most]
+        limits = {i: min(int(len(ids[i]) * a + b), self.limits["max_positions"] - 1) for i in rows}
+        # One call per limit: CTranslate2 has one max_decoding_length a call, and a beam that reaches a sentence's
+        # own limit must end there (cutting a longer search's result would rank other beams).
+        for limit in sorted(set(limits.values())):
+            group = [i for i in rows if limits[i] == limit]
+            results = self.engine.translate_batch(
+                [self.tokenizer.pieces(ids[i]) for i in group],
+                beam_size=self.beam_size,
+                length_penalty=self.length_penalty,
+                max_batch_size=self.batch_size,
+                max_decoding_length=limit,
+            )
+            for row, result in zip(group, results, strict=True):
+                outputs[row] = self.tokenizer.sp.piece_to_id(result.hypotheses[0])
         return self.tokenizer.decode(outputs)
