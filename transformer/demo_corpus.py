@@ -2,8 +2,10 @@
 
 It is small enough to learn in minutes on a CPU, yet it makes the model learn what real translation needs:
 gender and number agreement (le/la/les, noir/noire/noirs/noires), adjectives that move after the noun (and a few that
-stay before it), conjugated verbs (dort/dorment) and contractions (près du, au, aux). Train, dev and test never share
-a sentence: each distinct English sentence is assigned to one split by a hash of its text.
+stay before it), conjugated verbs (dort/dorment), a past-tense locative whose verb agrees with its subject (the cat
+sat on the mat → le chat était sur le tapis; the cats were under the table → les chats étaient sous la table), and
+contractions (près du, au, aux). Train, dev and test never share a sentence: each distinct English sentence is
+assigned to one split by a hash of its text.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ NOUNS = [
     ("woman", "women", "femme", "femmes", "f"),
     ("chair", "chairs", "chaise", "chaises", "f"),
     ("bicycle", "bicycles", "bicyclette", "bicyclettes", "f"),
+    ("mat", "mats", "tapis", "tapis", "m"),
 ]
 
 # English, French (masc. sing., fem. sing., masc. plur., fem. plur.), placed before the noun?
@@ -65,6 +68,11 @@ TRANSITIVE = [
 
 # English preposition, French preposition; "de" and "à" contract with le/les (du, des, au, aux).
 PREPOSITIONS = [("near", "près de"), ("far from", "loin de"), ("behind", "derrière"), ("in front of", "devant")]
+
+# Where something was: "X sat/was/stood <preposition> Y" → "X était/étaient <préposition> Y". French says where, not
+# the posture, so all three verbs become était (étaient for a plural subject): one English word, one French word.
+PAST_LOCATIVE_VERBS = [("sat", "sat"), ("was", "were"), ("stood", "stood")]  # English singular, English plural
+LOCATIVE_PREPOSITIONS = [("on", "sur"), ("under", "sous"), ("in", "dans"), *PREPOSITIONS]
 
 
 @dataclass(frozen=True)
@@ -119,11 +127,13 @@ def generate_pair(rng: random.Random) -> tuple[str, str]:
     """One English sentence and its French translation."""
     subject, plural = _noun_phrase(rng)
     kind = rng.random()
-    if kind < 0.35:
+    if kind < 0.25:
+        return _past_locative(rng, subject, plural)
+    if kind < 0.5:
         en_sg, en_pl, fr_sg, fr_pl = rng.choice(INTRANSITIVE)
         english = [subject.english, en_pl if plural else en_sg]
         french = [subject.french(), fr_pl if plural else fr_sg]
-    elif kind < 0.8:
+    elif kind < 0.85:
         en_sg, en_pl, fr_sg, fr_pl = rng.choice(TRANSITIVE)
         obj, _ = _noun_phrase(rng)
         english = [subject.english, en_pl if plural else en_sg, obj.english]
@@ -137,6 +147,17 @@ def generate_pair(rng: random.Random) -> tuple[str, str]:
         place, _ = _noun_phrase(rng)
         english += [en_prep, place.english]
         french += [_with_preposition(fr_prep, place)]
+    return _sentence(english), _sentence(french)
+
+
+def _past_locative(rng: random.Random, subject: NounPhrase, plural: bool) -> tuple[str, str]:
+    """The cat sat on the mat → Le chat était sur le tapis; two dogs were near the house → deux chiens étaient près
+    de la maison. No trailing place: the sentence already says where."""
+    en_sg, en_pl = rng.choice(PAST_LOCATIVE_VERBS)
+    en_prep, fr_prep = rng.choice(LOCATIVE_PREPOSITIONS)
+    place, _ = _noun_phrase(rng)
+    english = [subject.english, en_pl if plural else en_sg, en_prep, place.english]
+    french = [subject.french(), "étaient" if plural else "était", _with_preposition(fr_prep, place)]
     return _sentence(english), _sentence(french)
 
 
