@@ -137,6 +137,78 @@ MUTATIONS = [
         [("if lines and waits and not select", "if False and lines and waits and not select")],
         ["tests/test_streaming.py"],
     ),
+    Mutation(
+        "serving: every request of a batch gets the first request's translations",
+        "transformer/serving.py",
+        [("                start += len(job.sentences)\n", "")],
+        ["tests/test_serve.py"],
+    ),
+    Mutation(
+        "serving: one translation dropped",
+        "transformer/serving.py",
+        [(".with_search(beam).translate(sentences)", ".with_search(beam).translate(sentences)[:-1]")],
+        ["tests/test_serve.py"],
+    ),
+    Mutation(
+        "serving: attention in the JSON re-normalized (the decoder's then reads the future)",
+        "transformer/serving.py",
+        [('"weights": maps[kind].weights.double()', '"weights": maps[kind].weights.double().softmax(-1)')],
+        ["tests/test_serve.py::test_attention_rows_sum_to_one_and_the_decoder_reads_only_the_past"],
+    ),
+    Mutation(
+        "serving: the sentence limit off by one",
+        "transformer/serving.py",
+        [("if len(text) > limits.max_sentences:", "if len(text) >= limits.max_sentences:")],
+        ["tests/test_serve.py::test_each_limit_is_a_4xx_naming_it"],
+    ),
+    Mutation(
+        "serving: a chunked body read past the limit",
+        "transformer/serving.py",
+        [("        if len(body) > limit:", "        if False:")],
+        ["tests/test_serve.py::test_each_limit_is_a_4xx_naming_it"],
+    ),
+    Mutation(
+        "serving: sentences that are not strings reach the model",
+        "transformer/serving.py",
+        [("    if not isinstance(text, str):", "    if text is None:")],
+        ["tests/test_serve.py"],
+    ),
+    Mutation(
+        "serve.py: listens on every interface by default",
+        "scripts/serve.py",
+        [('"--host", default="127.0.0.1"', '"--host", default="0.0.0.0"')],
+        ["tests/test_serve_script.py::test_it_listens_on_localhost_only_and_says_so"],
+    ),
+    Mutation(
+        "page: the mean over heads divides by the wrong count",
+        "transformer/serve_page.html",
+        [("0) / layer.length));", "0) / 2));")],
+        ["tests/test_serve_script.py::test_the_page_translates_and_draws_attention_in_a_real_browser"],
+    ),
+    Mutation(
+        "cached piece ids not keyed by the tokenizer",
+        "transformer/corpus_cache.py",
+        [('f"ids-{hashlib.sha256(tokenizer.model_bytes).hexdigest()[:16]}"', '"ids"')],
+        ["tests/test_corpus_cache.py::test_a_changed_corpus_tokenizer_or_max_len_is_not_served_stale"],
+    ),
+    Mutation(
+        "batch plan sorts by source length only, ties not in the seeded order",
+        "transformer/data.py",
+        [("np.lexsort((data.tgt_lens[order], data.src_lens[order]))", "np.argsort(data.src_lens[order])")],
+        ["tests/test_data.py::test_the_plan_from_length_arrays_equals_the_list_based_plan"],
+    ),
+    Mutation(
+        "tokenizer trains on every sentence, not on a sample",
+        "transformer/tokenizer.py",
+        [("input_sentence_size=config.sample_sentences", "input_sentence_size=0")],
+        ["tests/test_corpus_cache.py::test_the_tokenizer_trains_on_a_random_sample_when_the_corpus_is_larger"],
+    ),
+    Mutation(
+        "a second start reads the corpus again",
+        "transformer/corpus_cache.py",
+        [("    if path.is_file():\n        text = datasets", "    if False:\n        text = datasets")],
+        ["tests/test_corpus_cache.py::test_a_second_start_reads_nothing_but_the_cache"],
+    ),
 ]
 
 

@@ -125,11 +125,15 @@ class Translator:
                 outputs[row] = hyp
         return outputs
 
-    @torch.no_grad()
     def attention(self, sentence: str, kind: str = "cross") -> AttentionMap:
         """Translate one sentence and return the attention weights of `kind` in every layer and head."""
         if kind not in ATTENTION_KINDS:
             raise ValueError(f"kind must be one of {ATTENTION_KINDS}, got {kind!r}")
+        return self.attention_maps(sentence)[1][kind]
+
+    @torch.no_grad()
+    def attention_maps(self, sentence: str) -> tuple[str, dict[str, AttentionMap]]:
+        """Translate one sentence greedily; its translation and the attention maps of every kind, from one pass."""
         src_ids = self.encode_sources([sentence])[0]
         src = torch.tensor([src_ids], device=self.device)  # (1, src_len)
         hyp = greedy_decode(self.model, src, self.decoding.max_len_a, self.decoding.max_len_b)[0]
@@ -137,10 +141,13 @@ class Translator:
         encoded = self.model.encode(src, need_weights=True)
         decoded = self.model.decode(tgt_in, encoded, need_weights=True)
         source, produced = self.tokenizer.pieces(src_ids), [*self.tokenizer.pieces(hyp), "</s>"]
-        layers, queries, keys = {
+        layers = {
             "cross": (decoded.cross_weights, produced, source),
             "encoder": (encoded.self_weights, source, source),
             "decoder": (decoded.self_weights, produced, ["<s>", *self.tokenizer.pieces(hyp)]),
-        }[kind]
-        weights = torch.stack([w[0] for w in layers]).float().cpu()  # (layers, heads, queries, keys)
-        return AttentionMap(kind, queries, keys, weights)
+        }
+        maps = {
+            kind: AttentionMap(kind, queries, keys, torch.stack([w[0] for w in weights]).float().cpu())
+            for kind, (weights, queries, keys) in layers.items()
+        }  # weights: (layers, heads, queries, keys)
+        return self.tokenizer.decode([hyp])[0], maps
