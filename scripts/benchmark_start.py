@@ -106,10 +106,12 @@ def main() -> int:
         cache = [f"data.cache_dir={tmp}/cache"]
         for name in ("cold", "warm"):
             figures = start_train(args.config, [*args.set, *cache], Path(tmp) / name)
+            figures["cache_mb"] = sum(f.stat().st_size for f in Path(tmp, "cache").rglob("*") if f.is_file()) / 2**20
             report[name] = figures
             print(
                 f"{name}: {figures['pairs']} pairs, first step after {figures['first_step_s']:.1f} s, "
-                f"peak memory {figures['peak_mb']:.0f} MB (train.py), {figures['peak_tree_mb']:.0f} MB (all processes)",
+                f"peak memory {figures['peak_mb']:.0f} MB (train.py), {figures['peak_tree_mb']:.0f} MB (all "
+                f"processes), cache {figures['cache_mb']:.0f} MB",
                 file=sys.stderr,
             )
     if args.json:

@@ -155,7 +155,13 @@ def main() -> int:
         served_before = get_json(url, "/info").get("served", {})
         print(f"load test: {args.clients} clients for {args.seconds:g} s, {args.batch} sentence(s) a request, "
               f"beam {args.beam or 'default'}, against {url}", flush=True)  # fmt: skip
+        # Memory a third of the way in, when the first requests' one-off allocations are made, and at the end:
+        # equal figures mean memory holds steady under load.
+        third = threading.Timer(args.seconds / 3, lambda: rss.append(vm_rss_mib(server.pid) if server else None))
+        rss: list[float | None] = []
+        third.start()
         results = load(url, batches, args.clients, args.seconds, args.beam)
+        third.join()
         served = get_json(url, "/info").get("served", {})
         rss_end = vm_rss_mib(server.pid) if server else None
     finally:
@@ -172,8 +178,9 @@ def main() -> int:
     done = served.get("sentences", 0) - served_before.get("sentences", 0)
     if calls:
         print(f"batching      {done / calls:.1f} sentences per Translator call ({calls} calls)")
-    if rss_start is not None and rss_end is not None:
-        print(f"server memory {rss_start:.1f} MiB at start, {rss_end:.1f} MiB at end (VmRSS)")
+    if rss_start is not None and rss_end is not None and rss[0] is not None:
+        print(f"server memory {rss_start:.1f} MiB idle, {rss[0]:.1f} MiB after {args.seconds / 3:.0f} s of load, "
+              f"{rss_end:.1f} MiB at the end (VmRSS)")  # fmt: skip
     else:
         print("server memory not measured (--url, or no /proc)")
     return 1 if results.errors else 0

@@ -39,7 +39,7 @@ def write_pair(tmp_path, name, src: bytes, tgt: bytes, gz=False):
         path.write_bytes(gzip.compress(payload) if gz else payload)
 
 
-def test_line_files_with_bom_crlf_bad_bytes_and_empty_lines(tmp_path):
+def test_line_files_with_bom_crlf_bad_bytes_and_empty_lines(tmp_path, caplog):
     write_pair(
         tmp_path,
         "train",
@@ -48,8 +48,11 @@ def test_line_files_with_bom_crlf_bad_bytes_and_empty_lines(tmp_path):
         gz=True,
     )
     config = DataConfig(corpus="files", path=str(tmp_path))
-    pairs = read_split(config, "train")
+    with caplog.at_level("INFO"):
+        pairs = read_split(config, "train")
     assert pairs.src == ["Hello.", "Bad \ufffd byte .", "Two parts"]  # empty pairs dropped, \x1c keeps one line
+    assert "dropped 2 of 5 pairs with an empty side" in caplog.text
+    assert "1 pairs had bytes that are not UTF-8" in caplog.text
     assert pairs.tgt == ["Bonjour.", "Mauvais.", "Deux parties"]
 
 
