@@ -123,7 +123,7 @@ MUTATIONS = [
         "beam search: finished hypotheses taken from all 2k candidates",
         "transformer/decoding.py",
         [("ended = (is_eos[:, :k] & top_scores[:, :k]", "ended = (is_eos & top_scores")],
-        ["tests/test_beam.py::test_beam_search_equals_the_textbook_algorithm"],
+        ["tests/test_beam.py::test_beam_search_equals_the_textbook_algorithm_where_eos_is_anywhere"],
     ),
     Mutation(
         "beam search: a sentence stops at its first finished hypothesis",

@@ -6,7 +6,7 @@ import json
 import pytest
 import sacrebleu
 import torch
-from helpers import run_script
+from helpers import random_ids, run_script, tiny_model
 from test_decoding import demo_sources
 from test_end_to_end import SENTENCES, assert_translates
 
@@ -50,9 +50,10 @@ def test_scores_are_the_model_log_probability_and_n_best_is_sorted(translator, k
 
 
 @torch.no_grad()
-def textbook_beam_search(model, source, k, limit):
+def textbook_beam_search(model, source, k, limit, n_best):
     """The algorithm as written in a textbook, for one sentence: whole prefixes recomputed, plain Python lists, the
-    2k best candidates; EOS among the first k finishes a hypothesis; stop when no beam can beat the best finished."""
+    2k best candidates; EOS among the first k finishes a hypothesis; stop when no beam can beat the n-best finished.
+    Returns the n best (ids, log-probability), best first."""
     encoded, beams, finished = model.encode(source), [([], 0.0)], []
     for step in range(limit):
         candidates = []
@@ -65,20 +66,44 @@ def textbook_beam_search(model, source, k, limit):
         beams = [(ids + [token], score) for score, ids, token in top if token != EOS_ID][:k]
         if step + 1 == limit:
             finished += beams
-        elif finished and beams[0][1] <= max(score for _, score in finished):
+        elif len(finished) >= n_best and beams[0][1] <= sorted(score for _, score in finished)[-n_best]:
             break
-    return max(finished, key=lambda f: f[1])
+    return sorted(finished, key=lambda f: -f[1])[:n_best]
+
+
+def assert_equals_textbook(model, src, k):
+    limits = output_limits(model, src, 1.5, 10).tolist()
+    for row, hyps in enumerate(beam_search(model, src, beam_size=k, n_best=k)):
+        source = src[row : row + 1, : int((src[row] != PAD_ID).sum())]
+        expected = textbook_beam_search(model, source, k, limits[row], n_best=k)
+        assert [h.ids for h in hyps] == [ids for ids, _ in expected]
+        assert [h.log_prob for h in hyps] == pytest.approx([log_prob for _, log_prob in expected], abs=1e-4)
 
 
 @pytest.mark.parametrize("k", [2, 5])
 def test_beam_search_equals_the_textbook_algorithm(translator, k):
-    """Batched, cached, with sentences leaving the batch: the same translations and scores as the textbook."""
-    model, src = translator.model, demo_sources(translator)
-    limits = output_limits(model, src, 1.5, 10).tolist()
-    for row, hyps in enumerate(beam_search(model, src, beam_size=k)):
-        source = src[row : row + 1, : int((src[row] != PAD_ID).sum())]
-        ids, log_prob = textbook_beam_search(model, source, k, limits[row])
-        assert hyps[0].ids == ids and hyps[0].log_prob == pytest.approx(log_prob, abs=1e-4)
+    """Batched, cached, with sentences leaving the batch: the same k-best translations and scores as the textbook."""
+    assert_equals_textbook(translator.model, demo_sources(translator), k)
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_beam_search_equals_the_textbook_algorithm_where_eos_is_anywhere(k):
+    """The same on an untrained model whose EOS logit is raised by 2: there EOS lands anywhere among the 2k best,
+    where a trained model rarely puts it just below the k best, so the finishing rules (EOS among the first k only;
+    stop once no beam can beat the n-best) decide the result on most sentences."""
+    model = tiny_model(seed=k)
+    decode = model.decode
+
+    def eos_raised(*args, **kwargs):
+        out = decode(*args, **kwargs)
+        out.logits[..., EOS_ID] += 2.0
+        return out
+
+    model.decode = eos_raised
+    src = random_ids(6, 9, seed=k)
+    for row, length in enumerate([9, 4, 7, 2, 9, 5]):
+        src[row, length:] = PAD_ID  # (6, 9): sentences of different lengths, leaving the batch at different steps
+    assert_equals_textbook(model, src, k)
 
 
 def test_batched_beam_equals_one_sentence_at_a_time_and_the_cache_changes_nothing(translator):
