@@ -209,6 +209,12 @@ MUTATIONS = [
         [("    if path.is_file():\n        text = datasets", "    if False:\n        text = datasets")],
         ["tests/test_corpus_cache.py::test_a_second_start_reads_nothing_but_the_cache"],
     ),
+    Mutation(
+        "CTranslate2 beam search with the batch's largest length limit, cut afterwards",
+        "transformer/deploy.py",
+        [("for group in [rows] if self.beam_size == 1 else by_limit:", "for group in [rows]:")],
+        ["tests/test_deploy.py::test_the_float32_export_translates_as_ours_token_for_token"],
+    ),
 ]
 
 

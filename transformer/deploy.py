@@ -123,17 +123,18 @@ class CTranslate2Translator:
         rows = [i for i in range(len(ids)) if len(ids[i]) > 1]
         a, b = self.limits["max_len_a"], self.limits["max_len_b"]
         limits = {i: min(int(len(ids[i]) * a + b), self.limits["max_positions"] - 1) for i in rows}
-        # One call per limit: CTranslate2 has one max_decoding_length a call, and a beam that reaches a sentence's
-        # own limit must end there (cutting a longer search's result would rank other beams).
-        for limit in sorted(set(limits.values())):
-            group = [i for i in rows if limits[i] == limit]
+        # CTranslate2 takes one max_decoding_length a call. Greedy choices do not depend on it: one call with the
+        # largest limit, each output cut at its own. A beam that reaches a sentence's own limit must end there (a
+        # longer search would rank other beams), so beam search makes one call per distinct limit.
+        by_limit = [[i for i in rows if limits[i] == limit] for limit in sorted(set(limits.values()))]
+        for group in [rows] if self.beam_size == 1 else by_limit:
             results = self.engine.translate_batch(
                 [self.tokenizer.pieces(ids[i]) for i in group],
                 beam_size=self.beam_size,
                 length_penalty=self.length_penalty,
                 max_batch_size=self.batch_size,
-                max_decoding_length=limit,
+                max_decoding_length=max((limits[i] for i in group), default=1),
             )
             for row, result in zip(group, results, strict=True):
-                outputs[row] = self.tokenizer.sp.piece_to_id(result.hypotheses[0])
+                outputs[row] = self.tokenizer.sp.piece_to_id(result.hypotheses[0])[: limits[row]]
         return self.tokenizer.decode(outputs)
