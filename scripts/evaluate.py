@@ -14,7 +14,7 @@ from transformer.cli import run
 from transformer.data import read_split
 from transformer.errors import ToolkitError
 from transformer.metrics import score
-from transformer.text import read_lines
+from transformer.text import iter_lines
 from transformer.translator import Translator
 
 
@@ -46,7 +46,8 @@ def main() -> int:
         for path in (args.src, args.ref):
             if not Path(path).is_file():
                 raise ToolkitError(f"file not found: {path}")
-        sources, references, name = (read_lines(Path(args.src)), read_lines(Path(args.ref)), Path(args.src).stem)
+        sources, references = (list(iter_lines(Path(path))) for path in (args.src, args.ref))
+        name = Path(args.src).stem
         if len(sources) != len(references):
             raise ToolkitError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
 

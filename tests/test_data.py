@@ -8,7 +8,7 @@ from transformer.config import DataConfig
 from transformer.data import Encoded, batch_plan, padding_fraction, read_split
 from transformer.demo_corpus import demo_corpus
 from transformer.errors import DataError
-from transformer.text import clean_text, read_lines
+from transformer.text import clean_text, iter_lines
 
 
 def test_demo_splits_never_share_a_sentence():
@@ -78,10 +78,10 @@ def test_tsv_and_jsonl_corpora_with_named_columns(tmp_path):
         read_split(DataConfig(corpus="tsv", path=str(tmp_path), src_field="nope", tgt_field="french"), "train")
 
 
-def test_read_lines_keeps_unicode_line_separators_inside_a_line(tmp_path):
+def test_lines_keep_unicode_line_separators_inside_them(tmp_path):
     path = tmp_path / "x.en"
     path.write_bytes("one\u2028still one\nlast".encode())
-    assert read_lines(path) == ["one\u2028still one", "last"]
+    assert list(iter_lines(path)) == ["one\u2028still one", "last"]
     assert clean_text("one\u2028still one") == "one still one"
 
 

@@ -75,8 +75,9 @@ def cached_text(config: DataConfig, role: str = "train") -> datasets.Dataset:
 
 def cached_tokenizer(config: Config, text: datasets.Dataset) -> Tokenizer:
     """The joint tokenizer trained on the training text (on a sample of it when it is large), trained once."""
-    key = _digest({"text": corpus_dir(config.data).name, **dataclasses.asdict(config.tokenizer)})
-    path = corpus_dir(config.data) / f"tokenizer-{key}.model"
+    home = _home(text)
+    key = _digest({"text": home.name, **dataclasses.asdict(config.tokenizer)})
+    path = home / f"tokenizer-{key}.model"
     if path.is_file():
         log.info("tokenizer: from the cache %s", path)
         return Tokenizer(path.read_bytes())
@@ -94,7 +95,7 @@ def cached_tokenizer(config: Config, text: datasets.Dataset) -> Tokenizer:
 
 def cached_ids(config: DataConfig, text: datasets.Dataset, tokenizer: Tokenizer) -> Encoded:
     """The piece ids of the training text, memory-mapped, encoded once per tokenizer; data.max_len applied."""
-    directory = corpus_dir(config) / f"ids-{hashlib.sha256(tokenizer.model_bytes).hexdigest()[:16]}"
+    directory = _home(text) / f"ids-{hashlib.sha256(tokenizer.model_bytes).hexdigest()[:16]}"
     done = directory / "done.json"  # written last: the ids are complete
     if done.is_file():
         files = json.loads(done.read_text())["files"]
@@ -122,6 +123,11 @@ def cached_ids(config: DataConfig, text: datasets.Dataset, tokenizer: Tokenizer)
     _write_atomic(done, json.dumps({"files": files, "pairs": len(ids)}).encode())
     log.info("%s: encoded %d pairs in %.1f s into %s", config.train_split, len(ids), _since(started), directory)
     return Encoded.of(ids, config.max_len)
+
+
+def _home(text: datasets.Dataset) -> Path:
+    """The cache directory of a corpus's text (from `cached_text`): its tokenizers and ids are kept beside it."""
+    return Path(text.cache_files[0]["filename"]).parent
 
 
 def _sentences(text: datasets.Dataset) -> Iterator[str]:

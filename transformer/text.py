@@ -1,6 +1,6 @@
 """Reading text as users give it: files (gzipped or not) or streams, with stray bytes and characters made harmless.
 
-Training and translation read text through the same two functions, so a sentence is cleaned the same way in both.
+Training and translation read and clean text through the same functions, so a sentence is cleaned the same way in both.
 """
 
 from __future__ import annotations
@@ -18,30 +18,11 @@ from typing import BinaryIO
 from transformer.errors import DataError
 
 
-def read_lines(source: Path | BinaryIO) -> list[str]:
-    """Lines of UTF-8 text from a file (gzipped when it ends in .gz) or a binary stream such as stdin.
-
-    Tolerant of a BOM, CRLF or CR endings and invalid bytes (replaced), and splits on newlines only: str.splitlines
-    would also split on \\x1c, \\u2028 ... and misalign the lines of a parallel corpus.
-    """
-    try:
-        if isinstance(source, Path):
-            raw = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
-        else:
-            raw = source.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{source}: cannot be read: {e}") from None
-    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
 def iter_lines(path: Path) -> Iterator[str]:
-    """The lines `read_lines` gives for a file, one at a time: a corpus of millions of lines is never held whole.
+    """The lines of a UTF-8 file (gzipped when it ends in .gz), one at a time: a corpus is never held whole.
 
-    Universal newlines split on LF, CRLF and CR alone (and nothing else); utf-8-sig drops a leading BOM.
+    Tolerant of a BOM (utf-8-sig drops it), CRLF or CR endings and invalid bytes (replaced). Universal newlines split
+    on LF, CRLF and CR only: str.splitlines would also split on \\x1c, \\u2028 ... and misalign a parallel corpus.
     """
     try:
         raw = gzip.open(path) if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115 (closed below)
@@ -53,7 +34,7 @@ def iter_lines(path: Path) -> Iterator[str]:
 
 
 def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[str]]:
-    """The lines of a binary stream as they arrive, the same lines `read_lines` gives, in chunks of at most
+    """The lines of a binary stream as they arrive, the same lines `iter_lines` gives for a file, in chunks of at most
     `max_lines`: a chunk ends early when no more input is waiting, so a line typed at a terminal (or written by a
     slow producer) is answered at once, while a file is read in full chunks and never held whole."""
     read = getattr(stream, "read1", stream.read)
