@@ -1,8 +1,12 @@
 """The training split on disk: read once, tokenizer trained once (on a sample), ids encoded once, reused after."""
 
 import gzip
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from helpers import script_env
 
 from transformer import corpus_cache
 from transformer.config import Config, DataConfig, TokenizerConfig
@@ -103,6 +107,18 @@ def test_the_tokenizer_trains_on_a_random_sample_when_the_corpus_is_larger(tmp_p
     sampled = cached_tokenizer(config_for(tmp_path, vocab_size=200, sample=200), cached_text(config_for(tmp_path).data))
     pieces = lambda tokenizer: {tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)}  # noqa: E731
     assert "Ω" in pieces(whole) and "Ω" not in pieces(sampled)
+    # The sample is drawn with a fixed seed: another process, another cache, the same tokenizer.
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "from test_corpus_cache import config_for; from transformer.corpus_cache import cached_text, cached_tokenizer; "
+        "c = config_for(Path(sys.argv[2]), vocab_size=200, sample=200); c.data.cache_dir = sys.argv[3]; "
+        "sys.stdout.buffer.write(cached_tokenizer(c, cached_text(c.data)).model_bytes)"
+    )
+    again = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path), str(tmp_path / "other_cache")],
+        capture_output=True, env=script_env(), check=True,
+    ).stdout  # fmt: skip
+    assert again == sampled.model_bytes
 
 
 def test_a_large_corpus_is_encoded_by_several_processes_into_the_same_ids(corpus, monkeypatch):

@@ -27,6 +27,7 @@ from itertools import islice
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
@@ -87,7 +88,7 @@ def cached_tokenizer(config: Config, text: datasets.Dataset) -> Tokenizer:
         "training the tokenizer on %s",
         f"all {sentences} sentences" if sentences <= sample else f"a random {sample} of the {sentences} sentences",
     )
-    tokenizer = Tokenizer.train(_sentences(text), config.tokenizer)
+    tokenizer = Tokenizer.train(_sentences(text, sample), config.tokenizer)
     _write_atomic(path, tokenizer.model_bytes)
     log.info("tokenizer: trained in %.1f s, saved to %s", _since(started), path)
     return tokenizer
@@ -130,11 +131,16 @@ def _home(text: datasets.Dataset) -> Path:
     return Path(text.cache_files[0]["filename"]).parent
 
 
-def _sentences(text: datasets.Dataset) -> Iterator[str]:
-    """All source sentences, then all target sentences, streamed from the Arrow table batch by batch."""
+def _sentences(text: datasets.Dataset, sample: int) -> Iterator[str]:
+    """All source sentences, then all target sentences, streamed from the Arrow table; from a larger corpus, both
+    sides of `sample // 2` pairs drawn with a fixed seed. Drawn here, not by SentencePiece's own reservoir: that one
+    draws a different sample in every process, so the same corpus would give another tokenizer on each cold start."""
+    if 2 * len(text) > sample:
+        rows = np.sort(np.random.default_rng(1).choice(len(text), size=sample // 2, replace=False))
+        text = text.select(rows)
     for side in ("src", "tgt"):
-        for chunk in text.data.column(side).chunks:
-            yield from chunk.to_pylist()
+        for chunk in text.with_format("arrow").iter(batch_size=WRITE_BATCH):
+            yield from chunk.column(side).to_pylist()
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

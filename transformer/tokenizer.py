@@ -33,9 +33,8 @@ class Tokenizer:
 
     @classmethod
     def train(cls, sentences: Iterable[str], config: TokenizerConfig) -> Tokenizer:
-        """Train on the given sentences (source and target together), or on a random sample of
-        `config.sample_sentences` of them: SentencePiece keeps a reservoir, so a corpus of millions of sentences
-        streams through without being held."""
+        """Train on the given sentences (source and target together); callers pass at most
+        `config.sample_sentences` of them (see `corpus_cache`), so SentencePiece never samples on its own."""
         model = io.BytesIO()
         spm.set_random_generator_seed(1)  # the same corpus always gives the same model
         spm.SentencePieceTrainer.train(
@@ -49,7 +48,7 @@ class Tokenizer:
             bos_id=BOS_ID,
             eos_id=EOS_ID,
             hard_vocab_limit=False,  # a small corpus may not support the requested size: take what it supports
-            input_sentence_size=config.sample_sentences,
+            input_sentence_size=config.sample_sentences,  # all it is given: its own sampling is not seeded
             shuffle_input_sentence=True,
             minloglevel=2,
         )
