@@ -215,6 +215,12 @@ MUTATIONS = [
         [("for group in [rows] if self.beam_size == 1 else by_limit:", "for group in [rows]:")],
         ["tests/test_deploy.py::test_the_float32_export_translates_as_ours_token_for_token"],
     ),
+    Mutation(
+        "training.clip_norm ignored (gradients never clipped)",
+        "transformer/trainer.py",
+        [("self.model.parameters(), t.clip_norm or math.inf)", "self.model.parameters(), math.inf)")],
+        ["tests/test_training.py::test_the_update_sees_gradients_clipped_to_clip_norm"],
+    ),
 ]
 
 

@@ -185,3 +185,25 @@ def test_a_step_budget_schedule_resumes_exactly(tmp_path):
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] < 1e-3
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+
+
+@pytest.mark.parametrize("clip_norm", [0.05, 0.0])
+def test_the_update_sees_gradients_clipped_to_clip_norm(tmp_path, clip_norm):
+    """What the optimizer steps with: gradients of norm `training.clip_norm` when they are larger (a fresh model's
+    are far larger than 0.05), and as they came with clipping off (0)."""
+    config = tiny_config(data__demo_train_size=300, training__max_steps=2, training__clip_norm=clip_norm)
+    trainer = Trainer(prepare_run(config, tmp_path / "run", setup_process(config.training)))
+    norms, step = [], trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.train()
+    assert len(norms) == 2
+    if clip_norm:
+        assert norms == pytest.approx([clip_norm] * 2, rel=1e-3)
+    else:
+        assert min(norms) > 1.0  # unclipped: what the clipped run cut down to 0.05
