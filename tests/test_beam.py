@@ -7,7 +7,8 @@ import pytest
 import sacrebleu
 import torch
 from helpers import random_ids, run_script, tiny_model
-from test_decoding import demo_sources
+from reference_decoding import old_beam_search
+from test_decoding import demo_sources, eos_raised, random_batch
 from test_end_to_end import SENTENCES, assert_translates
 
 from transformer.checkpoint import read_checkpoint
@@ -167,3 +168,29 @@ def test_evaluate_with_a_beam_scores_the_beam_translations(demo_run, translator,
     hypotheses = (tmp_path / "beam.hyp").read_text().splitlines()
     assert hypotheses == translator.with_search(4, 0.6).translate(test.src)
     assert scores["bleu"] == round(sacrebleu.corpus_bleu(hypotheses, [test.tgt]).score, 2) > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_device_beam_equals_the_old_beam_on_random_models(seed):
+    """The beam whose finished hypotheses, scores and stop test are tensor work, read every `check_every` steps,
+    gives the hypotheses of the Python-list beam it replaced, with its log-probabilities and scores: to the last bit
+    when it reads every step, as on a CPU."""
+    model = eos_raised(tiny_model(seed=seed, norm="pre" if seed % 2 else "post"), by=1.0 + seed * 0.5)
+    src = random_batch(seed)
+    settings = [(5, 0.0, 1, 1.5, 10, 0, True), (4, 0.6, 3, 1.0, 4, 0, True), (3, 1.0, 3, 0.5, 6, 2, False),
+                (2, 0.0, 2, 0.0, 3, 0, True), (1, 0.6, 1, 1.5, 10, 0, True)]  # fmt: skip
+    lengths = set()
+    for k, alpha, n_best, a, b, min_len, cache in settings:
+        old = old_beam_search(model, src, k, alpha, n_best, a, b, min_len, cache)
+        lengths |= {len(h.ids) for hyps in old for h in hyps}
+        for check_every in (1, 3, 1000):
+            new = beam_search(model, src, k, alpha, n_best, a, b, min_len, cache, check_every=check_every)
+            where = f"{(k, alpha, n_best, a, b, min_len, cache, check_every)}"
+            if check_every == 1:  # the same batch at every step: the same arithmetic
+                assert new == old, where
+            else:  # finished sentences stay a while: other batch shapes round the last bits differently
+                assert [[h.ids for h in hyps] for hyps in new] == [[h.ids for h in hyps] for hyps in old], where
+                for x, y in zip(new, old, strict=True):
+                    values = [[v for h in hyps for v in (h.log_prob, h.score)] for hyps in (x, y)]
+                    assert values[0] == pytest.approx(values[1], abs=1e-4)
+    assert len(lengths) > 3  # hypotheses end at many steps, by EOS and by the limit

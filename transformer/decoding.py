@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from transformer.layers import DecoderCache
 from transformer.model import Transformer
@@ -18,6 +18,13 @@ def output_limits(model: Transformer, src: torch.Tensor, max_len_a: float, max_l
     return (src_lens.float() * max_len_a + max_len_b).long().clamp(max=model.config.max_positions - 1)
 
 
+def check_interval(device: torch.device) -> int:
+    """Steps between reads of the stop test. Reading a tensor's value waits for all the work queued before it: free on
+    a CPU, where removing a finished sentence at once also saves its work; on a GPU a read every step would leave the
+    chip idle while the host decides, so finished sentences are masked and the batch is compacted every few steps."""
+    return 1 if device.type == "cpu" else 8
+
+
 @torch.no_grad()
 def greedy_decode(
     model: Transformer,
@@ -26,20 +33,24 @@ def greedy_decode(
     max_len_b: int = 10,
     use_cache: bool = True,
     min_len: int = 0,
+    check_every: int | None = None,
 ) -> list[list[int]]:
     """Translate a batch of sources (batch, src_len) into piece ids, without BOS or EOS.
 
-    Each sentence stops at its end-of-sentence token or at a*src_len+b pieces. Finished sentences leave the batch,
-    so the remaining steps cost only what is still being decoded. With `use_cache`, self-attention keys and values
+    Each sentence stops at its end-of-sentence token or at a*src_len+b pieces. A finished sentence only adds EOS
+    from then on, and every `check_every` steps (`check_interval`: each step on a CPU) the finished ones leave the
+    batch, so later steps cost only what is still being decoded. With `use_cache`, self-attention keys and values
     grow by one position a step and cross-attention keys and values are computed once; without it, the whole
     prefix is recomputed every step (kept for tests and the benchmark). EOS is not allowed before `min_len` pieces.
     """
+    check_every = check_every or check_interval(src.device)
     batch = src.size(0)
-    limits = output_limits(model, src, max_len_a, max_len_b)
+    limits = output_limits(model, src, max_len_a, max_len_b)  # (batch,)
     encoded = model.encode(src)
     steps = int(limits.max())
     tokens = torch.full((batch, steps), EOS_ID, dtype=torch.long, device=src.device)  # (batch, steps)
-    alive = torch.arange(batch, device=src.device)  # original row of each sentence still being decoded
+    alive = torch.arange(batch, device=src.device)  # original row of each sentence still in the batch
+    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)  # (alive,) ended, not yet removed
     cache = DecoderCache() if use_cache else None
     prefix = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=src.device)  # (alive, step + 1)
     for step in range(steps):
@@ -47,17 +58,18 @@ def greedy_decode(
         logits = model.decode(step_input, encoded, cache).logits[:, -1]  # (alive, vocab)
         if step < min_len:
             logits[:, EOS_ID] = float("-inf")
-        next_ids = logits.argmax(-1)  # (alive,)
+        next_ids = logits.argmax(-1).masked_fill(finished, EOS_ID)  # (alive,)
         tokens[alive, step] = next_ids
-        done = (next_ids == EOS_ID) | (limits[alive] <= step + 1)
-        if bool(done.all()):
-            break
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)
-            alive, next_ids, prefix = alive[keep], next_ids[keep], prefix[keep]
-            encoded = encoded.select(keep)
-            if cache is not None:
-                cache.reorder(keep)
+        finished |= (next_ids == EOS_ID) | (limits[alive] <= step + 1)
+        if (step + 1) % check_every == 0:  # the only reads of the device's values
+            if bool(finished.all()):
+                break
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(1)
+                alive, next_ids, prefix, finished = alive[keep], next_ids[keep], prefix[keep], finished[keep]
+                encoded = encoded.select(keep)
+                if cache is not None:
+                    cache.reorder(keep)
         prefix = torch.cat([prefix, next_ids[:, None]], dim=1)
     return [until_eos(row) for row in tokens.tolist()]
 
@@ -75,14 +87,6 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
-def settled(hypotheses: list[Hypothesis], best_alive: float, limit: int, n_best: int, alpha: float) -> bool:
-    """No beam still going can beat the n-best finished: log-probabilities only fall as a beam grows, and the length
-    penalty divides them by at most its value at the length limit."""
-    if len(hypotheses) < n_best:
-        return False
-    return best_alive / length_penalty(limit, alpha) <= sorted(h.score for h in hypotheses)[-n_best]
-
-
 @torch.no_grad()
 def beam_search(
     model: Transformer,
@@ -94,34 +98,41 @@ def beam_search(
     max_len_b: int = 10,
     min_len: int = 0,
     use_cache: bool = True,
+    check_every: int | None = None,
 ) -> list[list[Hypothesis]]:
     """Translate a batch of sources (batch, src_len): the `n_best` best hypotheses of each, best first.
 
     Each sentence keeps `beam_size` partial translations as rows of the batch (the key/value cache follows them
     through `DecoderCache.reorder`). A step extends every beam by every piece and keeps the best 2k candidates: those
     ending in EOS among the first k are finished, the best k others go on (as in fairseq and CTranslate2). A sentence is
-    done at its a*src_len+b limit (its beams end as they are) or once no beam can beat its n-best; then it leaves.
+    done at its a*src_len+b limit (its beams end as they are) or once no beam can beat its n-best: log-probabilities
+    only fall as a beam grows, and the length penalty divides them by at most its value at the limit. The search is
+    tensor work on the device: the finished hypotheses are a pool of the n-best of each sentence, and the values are
+    read back only every `check_every` steps (`check_interval`), when done sentences leave the batch, and at the end.
     """
     k, batch, device = beam_size, src.size(0), src.device
     if not 1 <= 2 * k <= model.embedding.num_embeddings:
         raise ValueError(f"beam_size must be between 1 and half the vocabulary, got {beam_size}")
-    limits = output_limits(model, src, max_len_a, max_len_b).tolist()
+    check_every = check_every or check_interval(device)
+    limits = output_limits(model, src, max_len_a, max_len_b)  # (batch,)
+    steps = int(limits.max())
+    # The penalty at each sentence's limit, computed as the host computes every other penalty: the same rounding.
+    limit_penalty = torch.tensor([length_penalty(n, alpha) for n in limits.tolist()], dtype=torch.float64)
+    limit_penalty = limit_penalty.to(device)  # (batch,)
     encoded = model.encode(src).select(torch.arange(batch, device=device).repeat_interleave(k))  # batch × k rows
     cache = DecoderCache() if use_cache else None
-    sentences = list(range(batch))  # original index of each sentence still searching
+    sentences = torch.arange(batch, device=device)  # original index of each sentence still in the batch
+    done = torch.zeros(batch, dtype=torch.bool, device=device)  # (alive,) done, not yet removed
     scores = torch.full((batch, k), float("-inf"), device=device)  # (alive, k) log-probability of each beam
     scores[:, 0] = 0.0  # one real beam to start from: the others would repeat it
     history = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)  # (alive × k, step + 1)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    # The n-best finished hypotheses of each sentence, best first; a score of -inf marks an empty place.
+    pool_scores = torch.full((batch, n_best), float("-inf"), dtype=torch.float64, device=device)  # log_prob / penalty
+    pool_log_probs = torch.zeros((batch, n_best), dtype=torch.float64, device=device)
+    pool_ids = torch.full((batch, n_best, steps), EOS_ID, dtype=torch.long, device=device)  # pieces, then EOS
 
-    def finish(sentence: int, row: int, last: int, log_prob: float) -> None:
-        """Beam `row` extended by `last` is a finished hypothesis: by its EOS, or by the length limit."""
-        ids = history[row, 1:].tolist() + ([] if last == EOS_ID else [last])
-        length = len(ids) + (last == EOS_ID)  # the positions generated, an EOS included
-        finished[sentence].append(Hypothesis(ids, log_prob, log_prob / length_penalty(length, alpha)))
-
-    for step in range(max(limits)):
-        n = len(sentences)
+    for step in range(steps):
+        n = sentences.size(0)
         step_input = history[:, -1:] if cache is not None else history
         logits = model.decode(step_input, encoded, cache).logits[:, -1]  # (n × k, vocab)
         log_probs = logits.float().log_softmax(-1)
@@ -134,28 +145,52 @@ def beam_search(
         # The first k candidates that do not end in EOS go on (there are at least k: one EOS per beam at most).
         going_on = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (n, k)
         chosen, next_scores = top_indices.gather(1, going_on), top_scores.gather(1, going_on)  # (n, k)
-        rows, next_ids = torch.arange(n, device=device)[:, None] * k + chosen // vocab, chosen % vocab  # (n, k) each
-        ended = (is_eos[:, :k] & top_scores[:, :k].isfinite()).nonzero().tolist()  # [(sentence, candidate)]
-        for i, j in ended:
-            finish(sentences[i], i * k + int(top_beams[i, j]), EOS_ID, float(top_scores[i, j]))
-        keep, best_alive = [], next_scores[:, 0].tolist()
-        for i, sentence in enumerate(sentences):
-            if step + 1 >= limits[sentence]:  # out of length: its beams end as they are
-                for beam in (b for b in range(k) if math.isfinite(float(next_scores[i, b]))):
-                    finish(sentence, int(rows[i, beam]), int(next_ids[i, beam]), float(next_scores[i, beam]))
-            elif not settled(finished[sentence], best_alive[i], limits[sentence], n_best, alpha):
-                keep.append(i)
-        if not keep:
-            break
-        if len(keep) < n:
-            keep_t = torch.tensor(keep, device=device)
-            rows, next_scores, next_ids = rows[keep_t], next_scores[keep_t], next_ids[keep_t]
-            sentences = [sentences[i] for i in keep]
-            kept_rows = (keep_t[:, None] * k + torch.arange(k, device=device)).view(-1)
-            encoded = encoded.select(kept_rows)
+        first_rows = torch.arange(n, device=device)[:, None] * k  # (n, 1) each sentence's first beam
+        rows, next_ids = first_rows + chosen // vocab, chosen % vocab  # (n, k) each
+
+        # Finished at this step (each with step + 1 positions): EOS among the first k candidates, and at the length
+        # limit every beam going on. Both join the pool after those finished earlier: ties keep the earlier first.
+        at_limit = limits[sentences] <= step + 1  # (n,)
+        ended_by_eos = is_eos[:, :k] & top_scores[:, :k].isfinite()  # (n, k)
+        ended_by_limit = at_limit[:, None] & next_scores.isfinite()  # (n, k)
+        ended = torch.cat([ended_by_eos, ended_by_limit], 1) & ~done[:, None]  # (n, 2k)
+        log_prob = torch.cat([top_scores[:, :k], next_scores], 1).double()  # (n, 2k)
+        score = (log_prob / length_penalty(step + 1, alpha)).masked_fill(~ended, float("-inf"))
+        merged = torch.cat([pool_scores[sentences], score], 1)  # (n, n_best + 2k): the pool first, then this step
+        best = merged.sort(dim=1, descending=True, stable=True).indices[:, :n_best]  # (n, n_best)
+        pool_scores[sentences] = merged.gather(1, best)
+        pool_log_probs[sentences] = torch.cat([pool_log_probs[sentences], log_prob], 1).gather(1, best)
+        # The pieces of each new n-best: a pool place's own, or those of the beam a candidate extends + its last piece.
+        candidate = (best - n_best).clamp(min=0)  # (n, n_best) which of the 2k, where a candidate won
+        source_rows = torch.cat([first_rows + top_beams[:, :k], rows], 1).gather(1, candidate)  # (n, n_best)
+        last = torch.cat([torch.full_like(next_ids, EOS_ID), next_ids], 1).gather(1, candidate)  # (n, n_best)
+        ids = torch.cat([history[source_rows.view(-1), 1:].view(n, n_best, step), last[:, :, None]], 2)
+        ids = F.pad(ids, (0, steps - step - 1), value=EOS_ID)  # (n, n_best, steps)
+        kept = pool_ids[sentences].gather(1, best.clamp(max=n_best - 1)[:, :, None].expand(-1, -1, steps))
+        pool_ids[sentences] = torch.where((best < n_best)[:, :, None], kept, ids)
+
+        # Done: out of length, or no beam going on can beat the n-th best finished (whose score is finite once n
+        # hypotheses have finished).
+        nth_best = pool_scores[sentences, n_best - 1]  # (n,)
+        settled = nth_best.isfinite() & (next_scores[:, 0].double() / limit_penalty[sentences] <= nth_best)
+        done |= at_limit | settled
+        leaving = False
+        if (step + 1) % check_every == 0:  # the only reads of the device's values
+            if bool(done.all()):
+                break
+            leaving = bool(done.any())
+        if leaving:
+            keep = (~done).nonzero().squeeze(1)  # (alive,)
+            rows, next_scores, next_ids = rows[keep], next_scores[keep], next_ids[keep]
+            sentences, done = sentences[keep], done[keep]
+            encoded = encoded.select((keep[:, None] * k + torch.arange(k, device=device)).view(-1))
         flat = rows.reshape(-1)  # (alive × k,) the row each new beam extends
         if cache is not None:
-            cache.reorder(flat, cross=len(keep) < n)  # beams moving within their sentence keep its source's rows
+            cache.reorder(flat, cross=leaving)  # beams moving within their sentence keep its source's rows
         history = torch.cat([history.index_select(0, flat), next_ids.reshape(-1, 1)], dim=1)
         scores = next_scores
-    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]
+    found = zip(pool_ids.tolist(), pool_log_probs.tolist(), pool_scores.tolist(), strict=True)
+    return [
+        [Hypothesis(until_eos(i), lp, sc) for i, lp, sc in zip(*pool, strict=True) if sc != float("-inf")]
+        for pool in found
+    ]
