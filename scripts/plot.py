@@ -1,21 +1,8 @@
-"""Overlay the training curves of runs: python scripts/plot.py runs/a runs/b --out curves.png"""
-
-import argparse
-from pathlib import Path
+"""Draw training curves: `mini-transformer plot` from a clone (`--help` for the options; the code is in
+transformer/commands/plot.py)."""
 
 from transformer.cli import run
-from transformer.plotting import read_metrics, save_curves
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+", help="run directories (each with its metrics.jsonl)")
-    parser.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
-    args = parser.parse_args()
-    save_curves({Path(r).name or r: read_metrics(r) for r in args.runs}, args.out)
-    print(f"drew {len(args.runs)} runs into {args.out}")
-    return 0
-
+from transformer.commands.plot import main
 
 if __name__ == "__main__":
     run(main)

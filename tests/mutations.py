@@ -175,7 +175,7 @@ MUTATIONS = [
     ),
     Mutation(
         "serve.py: listens on every interface by default",
-        "scripts/serve.py",
+        "transformer/commands/serve.py",
         [('"--host", default="127.0.0.1"', '"--host", default="0.0.0.0"')],
         ["tests/test_serve_script.py::test_it_listens_on_localhost_only_and_says_so"],
     ),

@@ -24,6 +24,17 @@ def test_every_key_of_the_shipped_configs_is_commented(name):
         assert "#" in line, f"{name}: key {line.split(':')[0].strip()!r} has no comment"
 
 
+def test_the_config_reference_is_current():
+    """docs/config.md is written from config.py's dataclasses and comments: a key, default, choice or comment
+    changed there without rewriting it fails here, and the message gives the command that rewrites it."""
+    result = run_script("config_reference.py", "--check")
+    assert result.returncode == 0, result.stderr.strip()
+    reference = (ROOT / "docs" / "config.md").read_text()
+    for section, keys in Config().to_dict().items():
+        for key in keys:
+            assert f"| `{section}.{key}` |" in reference
+
+
 @pytest.mark.parametrize("name", ["demo.yaml", "multi30k_en_fr.yaml"])
 def test_shipped_configs_load(name, monkeypatch):
     monkeypatch.chdir(ROOT)  # data.path is relative to where you run, as in the README's commands

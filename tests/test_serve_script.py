@@ -26,7 +26,8 @@ def test_without_the_serve_extra_serve_py_says_how_to_install_it(tmp_path):
     env = {**script_env(), "PYTHONPATH": f"{tmp_path}:{script_env()['PYTHONPATH']}"}
     result = subprocess.run([sys.executable, SERVE, "--checkpoint", "x"], env=env, capture_output=True, text=True)
     assert result.returncode == 2  # after importing the package: it needs neither
-    assert result.stderr == 'error: serving needs the serve extra (uvicorn is missing): pip install -e ".[serve]"\n'
+    install = 'pip install "mini-transformer[serve]"'  # the same for a clone's editable install and a wheel
+    assert result.stderr == f"error: serving needs the serve extra (uvicorn is missing): {install}\n"
 
 
 @pytest.fixture(scope="module")

@@ -22,84 +22,124 @@ from transformer.errors import ConfigError
 CORPORA = ("demo", "multi30k", "files", "tsv", "jsonl", "hub")
 SCHEDULES = ("inverse_sqrt", "linear", "cosine", "rex")
 
+# The keys that take one of a few values: validate() checks them, docs/config.md lists them.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.corpus": CORPORA,
+    "tokenizer.model_type": ("unigram", "bpe"),
+    "model.norm": ("pre", "post"),
+    "training.device": ("auto", "cpu", "cuda"),
+    "training.precision": ("fp32", "bf16", "auto"),
+    "training.schedule": SCHEDULES,
+}
+
+# Each key's comment (the lines just above it and the one after it) is its entry in docs/config.md, which
+# `python scripts/config_reference.py` writes from this file; a test checks that the two agree.
+
 
 @dataclass
 class DataConfig:
-    corpus: str = "demo"  # one of CORPORA
-    path: str | None = None  # directory with the split files (multi30k: downloaded to cache_dir when None)
-    cache_dir: str | None = None  # downloads and the training cache; None = $XDG_CACHE_HOME/mini-transformer
-    src_lang: str = "en"
-    tgt_lang: str = "fr"
-    train_split: str = "train"
-    dev_split: str = "val"
-    test_split: str = "test"
-    src_field: str = "en"  # column (tsv/jsonl/hub); dotted for nested fields, e.g. translation.en
-    tgt_field: str = "fr"
-    hub_name: str | None = None  # Hub dataset name (corpus: hub)
-    hub_config: str | None = None
-    max_len: int = 100  # pieces; longer training pairs are dropped (and counted)
-    demo_train_size: int = 12000  # demo corpus sizes
-    demo_dev_size: int = 300
-    demo_test_size: int = 300
-    demo_seed: int = 1234
+    """Where the sentence pairs come from, and which training pairs are kept."""
+
+    # demo: the embedded generated corpus (offline); multi30k: its files in path, downloaded once into cache_dir
+    # when path is null; files: NAME.SRC / NAME.TGT (optionally .gz) in path; tsv / jsonl: NAME.tsv / NAME.jsonl
+    # in path, with named columns; hub: a Hugging Face Hub dataset
+    corpus: str = "demo"
+    path: str | None = None  # directory with the split files; a relative path is from where you run
+    # where Multi30k is downloaded (when path is null) and the training split is cached: its text, tokenizer and
+    # piece ids; null = $XDG_CACHE_HOME/mini-transformer, else ~/.cache/mini-transformer
+    cache_dir: str | None = None
+    src_lang: str = "en"  # source language: the suffix of the source files (NAME.en, NAME.en.gz)
+    tgt_lang: str = "fr"  # target language: the suffix of the target files; must differ from src_lang
+    train_split: str = "train"  # name of the training split: a file stem, or a Hub split
+    dev_split: str = "val"  # name of the dev split (validation, early stopping, best.pt)
+    test_split: str = "test"  # name of the test split (evaluate --split test)
+    src_field: str = "en"  # source column for tsv / jsonl / hub; dotted for nested fields, e.g. translation.en
+    tgt_field: str = "fr"  # target column for tsv / jsonl / hub, as src_field
+    hub_name: str | None = None  # Hub dataset name (needed by corpus: hub)
+    hub_config: str | None = None  # Hub dataset configuration, if the dataset has several
+    max_len: int = 100  # training pairs with a side longer than this many pieces are dropped (and counted)
+    demo_train_size: int = 12000  # demo corpus: distinct training pairs
+    demo_dev_size: int = 300  # demo corpus: distinct dev pairs
+    demo_test_size: int = 300  # demo corpus: distinct test pairs
+    demo_seed: int = 1234  # demo corpus: the generator's seed (same seed, same corpus)
 
 
 @dataclass
 class TokenizerConfig:
-    vocab_size: int = 8000
-    model_type: str = "unigram"  # unigram | bpe
-    character_coverage: float = 1.0
-    sample_sentences: int = 300_000  # train on a random sample of this many sentences (source and target)
+    """The joint SentencePiece model of both languages, trained on the training split."""
+
+    vocab_size: int = 8000  # joint vocabulary size (a small corpus may give fewer pieces)
+    model_type: str = "unigram"  # SentencePiece's algorithm
+    character_coverage: float = 1.0  # share of the characters the vocabulary must cover, in (0, 1]
+    # trains on a random sample of this many sentences: both sides of half as many pairs, drawn with a fixed seed;
+    # a smaller corpus is used whole
+    sample_sentences: int = 300_000
 
 
 @dataclass
 class ModelConfig:
-    d_model: int = 256
-    heads: int = 4
-    d_ff: int = 1024
-    encoder_layers: int = 3
-    decoder_layers: int = 3
-    dropout: float = 0.1  # on embeddings, sublayer outputs and the feed-forward hidden layer
+    """The shape of the encoder-decoder Transformer (its embeddings are tied: source, target and output)."""
+
+    d_model: int = 256  # width of every layer
+    heads: int = 4  # attention heads; must divide d_model
+    d_ff: int = 1024  # feed-forward hidden size
+    encoder_layers: int = 3  # encoder depth
+    decoder_layers: int = 3  # decoder depth
+    dropout: float = 0.1  # on embeddings, sublayer outputs and the feed-forward hidden layer; in [0, 1)
     attention_dropout: float = 0.0  # on attention weights; > 0 forces the slower unfused attention kernel on CPU
-    norm: str = "pre"  # pre | post
+    norm: str = "pre"  # pre: layer norm before each sublayer (stable); post: after it (the original paper)
+    # length of the positional table; longer sources are truncated; at least data.max_len + 2
     max_positions: int = 512
 
 
 @dataclass
 class TrainingConfig:
-    seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # CPU threads; 0 = torch default
-    precision: str = "auto"  # fp32 | bf16 | auto (bf16 where the CPU or GPU supports it)
-    batch_tokens: int = 4096  # per batch: sentences × the longest pair's source+target pieces
+    """The optimizer, its schedule, the limits of a run, validation and checkpoints."""
+
+    seed: int = 1  # seeds the weights, dropout and the batch order
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    threads: int = 0  # CPU threads; 0 = torch's default
+    # bf16 autocast with fp32 weights, or fp32; auto: bf16 where the CPU or GPU has it natively and, for training, a
+    # timed step at the start finds it faster than fp32
+    precision: str = "auto"
+    batch_tokens: int = 4096  # per batch: sentences × the longest pair's source+target pieces (EOS included)
     accumulate: int = 1  # batches per optimizer step
     lr: float = 1e-3  # peak learning rate, reached at the end of warm-up
-    warmup_steps: int = 1000
-    schedule: str = "inverse_sqrt"  # after warm-up: inverse_sqrt, or linear | cosine | rex to zero at the budget's end
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0  # 0 disables clipping
-    max_steps: int = 0  # 0 = unlimited
-    max_epochs: int = 0  # 0 = unlimited
-    max_minutes: float = 0.0  # wall-clock limit; 0 = unlimited
-    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0 = off
-    keep_checkpoints: int = 0  # keep the weights of the last N validations as step_N.pt (for scripts/average.py)
-    eval_every: int = 500  # steps between validations
+    warmup_steps: int = 1000  # linear warm-up over this many steps
+    # after warm-up: inverse_sqrt never reaches zero; linear, cosine and rex decay with the share of the budget spent
+    # (of max_minutes or max_steps, whichever is further along) and reach zero as it ends, on a slow machine as on a
+    # fast one
+    schedule: str = "inverse_sqrt"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # Adam's betas: two numbers in [0, 1)
+    weight_decay: float = 0.0  # Adam's weight decay
+    label_smoothing: float = 0.1  # share of the target probability spread over the vocabulary (padding ignored)
+    clip_norm: float = 1.0  # gradient-norm clipping; 0 disables it
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = unlimited
+    max_epochs: int = 0  # stop after this many epochs; 0 = unlimited
+    max_minutes: float = 0.0  # wall-clock limit in minutes, validation included; 0 = unlimited
+    # decay of an exponential moving average of the weights, updated after every step (e.g. 0.999); 0 = off; each
+    # validation scores it beside the trained weights, and best.pt gets whichever scores better
+    ema: float = 0.0
+    keep_checkpoints: int = 0  # keep the weights of the last N validations as step_N.pt (for averaging)
+    eval_every: int = 500  # steps between validations (dev loss, perplexity, BLEU, chrF)
     eval_sentences: int = 0  # dev sentences scored with BLEU at each validation; 0 = all
     patience: int = 0  # validations without a better dev BLEU before stopping; 0 = never stop early
-    log_every: int = 50
+    log_every: int = 50  # steps between progress lines and metrics.jsonl records
     compile: bool = False  # torch.compile the model
 
 
 @dataclass
 class DecodingConfig:
-    max_len_a: float = 1.5  # output length limit = a * source_len + b
-    max_len_b: int = 10
+    """Translation: search, length limits and batching (translate, evaluate, serve and validation use it)."""
+
+    max_len_a: float = 1.5  # output length limit = a × source pieces + b: the a
+    max_len_b: int = 10  # the b of the output length limit, at least 1
     batch_size: int = 64  # sentences per decoding batch
-    beam_size: int = 1  # 1 = greedy search
-    length_penalty: float = 0.0  # GNMT's alpha: beams ranked by log-probability / ((5 + length) / 6) ** alpha
-    n_best: int = 1  # hypotheses kept per sentence (at most beam_size)
+    beam_size: int = 1  # partial translations kept per sentence; 1 = greedy search (translate --beam)
+    # GNMT's alpha (translate --alpha): finished beams are ranked by log-probability / ((5 + length) / 6) ** alpha;
+    # 0 ranks by log-probability alone, which favours short outputs
+    length_penalty: float = 0.0
+    n_best: int = 1  # translations printed per sentence, best first; at most beam_size (translate --n-best)
 
 
 @dataclass
@@ -118,8 +158,9 @@ SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
-    """Read a YAML file, apply `section.key=value` overrides, and validate everything."""
-    path = Path(path)
+    """Read a YAML file (or a shipped config by name: `find_config`), apply `section.key=value` overrides, and
+    validate everything."""
+    path = find_config(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -137,6 +178,26 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         config = apply_overrides(config, overrides)
     resolve_paths(config)
     return config
+
+
+def find_config(name: str | os.PathLike) -> Path:
+    """A config by path, or a shipped one by bare name (`demo` is configs/demo.yaml): a wheel carries the shipped
+    configs inside the package, a clone keeps them in configs/ beside it, and either way `--config demo` works."""
+    path = Path(name)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or len(path.parts) != 1:
+        return path
+    shipped = shipped_configs()
+    if path.name not in shipped:
+        raise ConfigError(f"config file not found: {name} (the shipped configs are {', '.join(shipped) or 'missing'})")
+    return shipped[path.name]
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs that come with the toolkit, by name."""
+    for directory in (Path(__file__).parent / "configs", Path(__file__).parent.parent / "configs"):  # wheel, clone
+        if directory.is_dir():
+            return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
+    return {}
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:
@@ -190,36 +251,31 @@ def validate(config: Config, source: str = "config") -> None:
         if not ok:
             raise ConfigError(f"{source}: {key}: {message}")
 
-    def choice(value: str, key: str, options: tuple[str, ...]) -> None:
-        need(value in options, key, f"got {value!r}; choose one of {', '.join(options)}")
-
     def at_least(section: object, prefix: str, keys: tuple[str, ...], low: float) -> None:
         for key in keys:
             need(getattr(section, key) >= low, f"{prefix}.{key}", f"must be >= {low}, got {getattr(section, key)}")
 
-    choice(d.corpus, "data.corpus", CORPORA)
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        need(value in options, key, f"got {value!r}; choose one of {', '.join(options)}")
     need(d.corpus != "hub" or bool(d.hub_name), "data.hub_name", "corpus 'hub' needs a dataset name")
     at_least(d, "data", ("max_len",), 2)
     at_least(d, "data", ("demo_train_size", "demo_dev_size", "demo_test_size"), 1)
     need(d.src_lang != d.tgt_lang, "data.tgt_lang", "source and target languages must differ")
     at_least(t, "tokenizer", ("vocab_size",), 16)
     at_least(t, "tokenizer", ("sample_sentences",), 1)
-    choice(t.model_type, "tokenizer.model_type", ("unigram", "bpe"))
     need(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
     at_least(m, "model", ("d_model", "heads", "d_ff", "encoder_layers", "decoder_layers", "max_positions"), 1)
     need(m.d_model % m.heads == 0, "model.d_model", f"{m.d_model} is not divisible by model.heads={m.heads}")
     for key in ("dropout", "attention_dropout"):
         need(0 <= getattr(m, key) < 1, f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
-    choice(m.norm, "model.norm", ("pre", "post"))
     need(
         m.max_positions >= d.max_len + 2, "model.max_positions", f"must be at least data.max_len + 2 = {d.max_len + 2}"
     )
-    choice(tr.device, "training.device", ("auto", "cpu", "cuda"))
-    choice(tr.precision, "training.precision", ("fp32", "bf16", "auto"))
     need(tr.batch_tokens >= 2 * d.max_len, "training.batch_tokens", f"must hold one longest pair: >= {2 * d.max_len}")
     at_least(tr, "training", ("accumulate",), 1)
     need(tr.lr > 0, "training.lr", f"must be positive, got {tr.lr}")
-    choice(tr.schedule, "training.schedule", SCHEDULES)
     need(
         tr.schedule == "inverse_sqrt" or bool(tr.max_minutes or tr.max_steps),
         "training.schedule",

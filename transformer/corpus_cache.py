@@ -56,8 +56,10 @@ def cached_text(config: DataConfig, role: str = "train") -> datasets.Dataset:
         log.info("%s: %d pairs of text from the cache %s", split_name(config, role), len(text), path.parent)
         return text
     started = time.perf_counter()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".text.arrow.{os.getpid()}.tmp")
+    # Written beside the corpus's directory, which appears only once the text is whole: a corpus that fails to read
+    # (a truncated gzip file, a line count that differs) leaves no cache entry behind.
+    path.parent.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.parent.with_name(f".{path.parent.name}.text.arrow.{os.getpid()}.tmp")
     bar = tqdm(desc="reading", unit=" pairs", unit_scale=True, disable=None, file=sys.stderr, leave=False)
     try:
         with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
@@ -65,6 +67,7 @@ def cached_text(config: DataConfig, role: str = "train") -> datasets.Dataset:
                 src, tgt = zip(*chunk, strict=True)
                 writer.write_batch(pa.record_batch([pa.array(src, pa.string()), pa.array(tgt, pa.string())], SCHEMA))
                 bar.update(len(chunk))
+        path.parent.mkdir(exist_ok=True)
         os.replace(partial, path)
     finally:
         bar.close()

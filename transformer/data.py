@@ -7,10 +7,11 @@ memory-mapped `datasets.Dataset`, and a batch plan needs only their lengths, so 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import http.client
 import logging
 import os
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from transformer.config import DataConfig
 from transformer.demo_corpus import demo_corpus
 from transformer.errors import DataError
 from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad
-from transformer.text import clean_text, iter_lines
+from transformer.text import GZIP_ERRORS, check_gzip, clean_text, gzip_problem, iter_lines
 from transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -156,23 +157,38 @@ def cache_root(config: DataConfig) -> Path:
 
 
 def multi30k_download(config: DataConfig, name: str) -> Path:
-    """Fetch the raw Multi30k files of one split once into the cache directory; return that directory."""
+    """Fetch the raw Multi30k files of one split once into the cache directory; return that directory.
+
+    A file enters the cache only whole (checked, then renamed into place); one found broken there (copied in, or
+    left by an older version) is fetched again rather than read as a shorter corpus.
+    """
     directory = cache_root(config) / "multi30k"
     directory.mkdir(parents=True, exist_ok=True)
     for lang in (config.src_lang, config.tgt_lang):
         target = directory / f"{name}.{lang}.gz"
         if target.exists():
-            continue
+            try:
+                check_gzip(target)
+                continue
+            except DataError as e:
+                log.warning("%s; downloading it again", e)
         url = MULTI30K_URL.format(name=name, lang=lang)
         log.info("downloading %s", url)
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
                 payload = response.read()
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             raise DataError(f"cannot download {url} ({e}); set data.path to a directory holding the files") from None
-        with tempfile.NamedTemporaryFile(dir=directory, delete=False) as tmp:
-            tmp.write(payload)
-        os.replace(tmp.name, target)
+        try:
+            gzip.decompress(payload)  # a connection cut short can still end without an error
+        except GZIP_ERRORS as e:
+            raise DataError(f"cannot download {url}: {gzip_problem(e, payload)}; try again") from None
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            partial.write_bytes(payload)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
     return directory
 
 

@@ -1,5 +1,5 @@
 """Export to CTranslate2, the inference engine the field deploys Transformer translation models with, and translate
-through it. Needs the `deploy` extra (`pip install -e ".[deploy]"`): nothing else imports this module.
+through it. Needs the `deploy` extra (`pip install "mini-transformer[deploy]"`): nothing else imports this module.
 
 Our weights map onto CTranslate2's Transformer spec one to one: the same layers, pre- or post-norm (`pre_norm`, and
 the final norms only with pre-norm), embeddings scaled by √d_model (`scale_embeddings`), our own sinusoid table
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from transformer.checkpoint import read_checkpoint
-from transformer.errors import ToolkitError
+from transformer.errors import MissingExtraError, ToolkitError
 from transformer.tokenizer import Tokenizer
 from transformer.translator import encode_sources
 
@@ -25,7 +25,7 @@ def _ctranslate2():  # noqa: ANN202
     try:
         import ctranslate2
     except ImportError:
-        raise ToolkitError('CTranslate2 is not installed: pip install -e ".[deploy]"') from None
+        raise MissingExtraError("the CTranslate2 engine", "deploy", "ctranslate2") from None
     return ctranslate2
 
 

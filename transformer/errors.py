@@ -19,3 +19,13 @@ class CheckpointError(ToolkitError):
 
 class TrainingError(ToolkitError):
     """Training cannot go on (the loss, the gradients or the dev loss became NaN or infinite)."""
+
+
+class MissingExtraError(ToolkitError):
+    """An optional part of the toolkit whose packages (a pip extra) are not installed: the message says how to add
+    them, the same way for a clone's editable install and for an installed wheel."""
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f'{feature} needs the {extra} extra ({module} is missing): pip install "mini-transformer[{extra}]"'
+        )

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformer.errors import ToolkitError
+from transformer.errors import MissingExtraError, ToolkitError
 from transformer.translator import AttentionMap
 
 TITLES = {"cross": "cross-attention", "encoder": "encoder self-attention", "decoder": "decoder masked self-attention"}
@@ -22,7 +22,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise ToolkitError('drawing needs matplotlib: pip install -e ".[plot]"') from None
+        raise MissingExtraError("drawing", "plot", "matplotlib") from None
     matplotlib.use("Agg")  # files only, no screen needed
     import matplotlib.pyplot as plt
 

@@ -74,6 +74,7 @@ def prepare_run(
     checkpoint = _open_run_dir(run_dir, resume, process)
     if checkpoint is not None:
         config = resumed_config(checkpoint.config, config, overrides or [])
+    dev_pairs = read_split(config.data, "dev")  # first: a broken dev file fails in seconds, before anything is written
     log.info("reading the %s corpus", config.data.corpus)
     train_data = tokenizer = None
     if process.is_main:  # the other processes wait at the broadcast, then find everything in the cache
@@ -83,10 +84,10 @@ def prepare_run(
     tokenizer = Tokenizer(distributed.broadcast_bytes(tokenizer and tokenizer.model_bytes, process.world))
     if train_data is None:
         train_data = cached_ids(config.data, cached_text(config.data, "train"), tokenizer)
-    if process.is_main:
+    if process.is_main:  # the run directory appears once its data was read: a corpus that fails leaves none
+        run_dir.mkdir(parents=True, exist_ok=True)
         write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
         write_file(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
-    dev_pairs = read_split(config.data, "dev")
     dev_data = encode_pairs(dev_pairs, tokenizer)
     log.info("train: %d pairs, dev: %d pairs, vocabulary: %d", len(train_data), len(dev_pairs), tokenizer.vocab_size)
 
@@ -121,7 +122,6 @@ def _open_run_dir(run_dir: Path, resume: bool, process: Process) -> Checkpoint |
     if not resume and last.is_file():
         raise ToolkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
     if process.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
             stale.unlink()
     return read_checkpoint(last) if resume else None

@@ -11,6 +11,7 @@ import os
 import re
 import select
 import stat
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -23,14 +24,51 @@ def iter_lines(path: Path) -> Iterator[str]:
 
     Tolerant of a BOM (utf-8-sig drops it), CRLF or CR endings and invalid bytes (replaced). Universal newlines split
     on LF, CRLF and CR only: str.splitlines would also split on \\x1c, \\u2028 ... and misalign a parallel corpus.
+    A broken gzip file is a DataError that names it and says what is wrong (`gzip_problem`).
     """
     try:
         raw = gzip.open(path) if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115 (closed below)
         with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None) as text:
             for line in text:
                 yield line.removesuffix("\n")
-    except (OSError, EOFError) as e:
+    except GZIP_ERRORS as e:
+        raise DataError(f"{path}: {gzip_problem(e, _head(path))}") from None
+    except OSError as e:
         raise DataError(f"{path}: cannot be read: {e}") from None
+
+
+# What reading a broken gzip file raises: EOFError when it ends early, zlib.error for bad compressed data (neither is
+# an OSError), BadGzipFile for a wrong header, checksum or length.
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gzip_problem(error: Exception, head: bytes) -> str:
+    """One of GZIP_ERRORS in a user's words, given the file's first bytes: a file cut short (most often an
+    interrupted download), not gzip at all, or damaged inside."""
+    if isinstance(error, EOFError):
+        return f"truncated gzip file ({error})"
+    if not head.startswith(GZIP_MAGIC):
+        return "not a gzip file"
+    return f"corrupt gzip file ({error})"
+
+
+def check_gzip(path: Path) -> None:
+    """Read a gzip file to its end, keeping nothing: a broken file fails here, before anything is written from it
+    (translation streams its output, so a failure halfway would leave half a file)."""
+    try:
+        with gzip.open(path) as stream:
+            while stream.read(1 << 20):
+                pass
+    except GZIP_ERRORS as e:
+        raise DataError(f"{path}: {gzip_problem(e, _head(path))}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read: {e}") from None
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(len(GZIP_MAGIC))
 
 
 def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[str]]:

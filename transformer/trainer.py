@@ -26,7 +26,7 @@ from transformer.checkpoint import save_checkpoint, tokenizer_to_tensor
 from transformer.config import TrainingConfig
 from transformer.data import batch_plan, collate, padding_fraction
 from transformer.device import autocast
-from transformer.errors import ToolkitError, TrainingError
+from transformer.errors import MissingExtraError, ToolkitError, TrainingError
 from transformer.metrics import Scores, score
 from transformer.plotting import read_metrics, save_curves
 from transformer.prepare import Progress, Run
@@ -301,9 +301,13 @@ class Trainer:
         return f"{kept}; try a lower training.lr"
 
     def _draw_curves(self) -> None:
+        """Redraw curves.png. Without matplotlib (the plot extra) there are simply no curves: a first run installs
+        only what training needs and must not warn. Any other failure is said once; none stops training."""
         try:
             if self.draw_curves:
                 save_curves({self.run_dir.name: read_metrics(self.run_dir)}, self.run_dir / "curves.png")
+        except MissingExtraError:
+            self.draw_curves = False
         except (ToolkitError, OSError, ValueError) as error:
             self.draw_curves = False
             print(f"curves.png not drawn: {error}", file=sys.stderr)

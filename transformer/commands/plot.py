@@ -1,0 +1,16 @@
+"""Overlay the training curves of runs: mini-transformer plot runs/a runs/b --out curves.png"""
+
+import argparse
+from pathlib import Path
+
+from transformer.plotting import read_metrics, save_curves
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog, description=__doc__)
+    parser.add_argument("runs", nargs="+", help="run directories (each with its metrics.jsonl)")
+    parser.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
+    args = parser.parse_args(argv)
+    save_curves({Path(r).name or r: read_metrics(r) for r in args.runs}, args.out)
+    print(f"drew {len(args.runs)} runs into {args.out}")
+    return 0

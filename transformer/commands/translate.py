@@ -1,0 +1,102 @@
+"""Translate sentences with a trained model.
+
+mini-transformer translate --checkpoint runs/demo "The black cat sleeps."
+mini-transformer translate --checkpoint runs/demo --input sentences.en --output sentences.fr --beam 5
+echo "The black cat sleeps." | mini-transformer translate --checkpoint runs/demo
+
+Standard input and --input are translated in chunks as lines arrive, each chunk written as soon as it is done: a
+line typed at a terminal is answered at once, and a file of millions of lines never sits in memory whole.
+With --n-best N, each sentence gives N lines `INDEX ||| TRANSLATION ||| LOG_PROB ||| SCORE`, best first: INDEX counts
+input lines from 0, LOG_PROB is the model's log-probability of the translation (its EOS included), SCORE the
+length-penalized rank key; an empty input line gives one line with an empty translation and zeros.
+"""
+
+import argparse
+import gzip
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from transformer.errors import ToolkitError
+from transformer.text import check_gzip, read_chunks
+from transformer.translator import ATTENTION_KINDS, Translator, check_search
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (uses best.pt)")
+    parser.add_argument("sentences", nargs="*", help="sentences to translate (default: --input or standard input)")
+    parser.add_argument("--input", help="file with one sentence a line (.gz read as gzip)")
+    parser.add_argument("--output", help="write translations here instead of standard output")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--engine", default="torch", choices=["torch", "ctranslate2"],
+                        help="ctranslate2: --checkpoint is a directory written by mini-transformer export")  # fmt: skip
+    parser.add_argument("--beam", type=int, help="beam size (default: decoding.beam_size, 1 = greedy)")
+    parser.add_argument("--alpha", type=float, help="length penalty alpha (default: decoding.length_penalty)")
+    parser.add_argument("--n-best", type=int, default=0, help="print the N best translations with their scores")
+    parser.add_argument("--show-attention", metavar="PNG", help="draw the first sentence's attention")
+    parser.add_argument("--kind", choices=ATTENTION_KINDS, default="cross", help="which attention (default: cross)")
+    parser.add_argument("--layer", type=int, default=-1, help="layer to draw (default: the last)")
+    parser.add_argument("--head", type=int, help="head to draw (default: the mean over heads)")
+    args = parser.parse_args(argv)
+    if args.input and not Path(args.input).is_file():
+        raise ToolkitError(f"--input: file not found: {args.input}")
+    if args.input and args.input.endswith(".gz"):
+        check_gzip(Path(args.input))  # whole, before any output: a broken file must not leave half a translation
+    if args.n_best < 0 or (args.beam and args.n_best > args.beam):
+        raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
+
+    check_search(args.beam, args.alpha)  # for either engine
+    if args.engine == "ctranslate2":
+        if args.n_best or args.show_attention:
+            raise ToolkitError("--engine ctranslate2 translates only: no --n-best or --show-attention")
+        from transformer.deploy import CTranslate2Translator
+
+        alpha = args.alpha or 0.0  # CTranslate2's own penalty: log-probability / length^alpha
+        translator = CTranslate2Translator(args.checkpoint, beam_size=args.beam or 1, length_penalty=alpha)
+        chunk_lines = 8 * translator.batch_size
+    else:
+        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        translator = translator.with_search(args.beam, args.alpha)
+        chunk_lines = 8 * translator.decoding.batch_size  # enough sentences to batch by length
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    bar = None
+    try:
+        if args.sentences:
+            chunks = iter([args.sentences])
+        elif args.input:
+            raw = open(args.input, "rb")  # noqa: SIM115  (closed with the process; its position drives the bar)
+            stream = gzip.GzipFile(fileobj=raw) if args.input.endswith(".gz") else raw
+            chunks = read_chunks(stream, chunk_lines)
+            bar = tqdm(total=os.path.getsize(args.input), unit="B", unit_scale=True, desc="translating")
+        else:
+            chunks = read_chunks(sys.stdin.buffer, chunk_lines)
+        first, index = None, 0
+        for chunk in chunks:
+            first = chunk[0] if first is None else first
+            if args.n_best:
+                for n_best in translator.translate_n_best(chunk, args.n_best):
+                    out.writelines(f"{index} ||| {t} ||| {h.log_prob:.4f} ||| {h.score:.4f}\n" for t, h in n_best)
+                    index += 1
+            else:
+                out.writelines(t + "\n" for t in translator.translate(chunk))
+            out.flush()
+            if bar is not None:
+                bar.update(raw.tell() - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+        if args.output:
+            out.close()
+    if args.show_attention and first is not None:
+        from transformer.plotting import save_attention_heatmap
+
+        attention = translator.attention(first, args.kind)
+        layers, heads = attention.weights.shape[:2]
+        if not -layers <= args.layer < layers or (args.head is not None and not 0 <= args.head < heads):
+            raise ToolkitError(f"--layer/--head: the model has {layers} {args.kind} layers and {heads} heads")
+        save_attention_heatmap(attention, args.show_attention, args.layer, args.head)
+        print(f"attention heatmap written to {args.show_attention}", file=sys.stderr)
+    return 0
