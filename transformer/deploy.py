@@ -106,6 +106,7 @@ class CTranslate2Translator:
         batch_size: int = 64,
         threads: int = 0,
         length_penalty: float = 0.0,
+        device: str = "cpu",
     ) -> None:
         """`length_penalty` is CTranslate2's own: log-probability / length^alpha (ours: / ((5 + length) / 6)^alpha)."""
         ctranslate2, model_dir = _ctranslate2(), Path(model_dir)
@@ -113,7 +114,7 @@ class CTranslate2Translator:
             raise ToolkitError(f"{model_dir}: not an exported CTranslate2 model (no model.bin; see scripts/export.py)")
         self.tokenizer = Tokenizer((model_dir / "tokenizer.model").read_bytes())
         self.limits = json.loads((model_dir / "decoding.json").read_text(encoding="utf-8"))
-        self.engine = ctranslate2.Translator(str(model_dir), device="cpu", intra_threads=threads)
+        self.engine = ctranslate2.Translator(str(model_dir), device=device, intra_threads=threads)
         self.beam_size, self.batch_size, self.length_penalty = beam_size, batch_size, length_penalty
 
     def translate(self, sentences: list[str]) -> list[str]:

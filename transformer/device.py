@@ -70,6 +70,18 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return supported if precision == "auto" else True
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait until the device has done the work queued on it: a GPU runs behind the host, so a timer read before this
+    measures only how fast work was queued. Nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    """What a report calls the device: the GPU's name, or the CPU's model."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(cpu_info()["model"])
+
+
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast for matmuls; weights stay fp32 (the master copy the optimizer updates)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)

@@ -44,8 +44,16 @@ from transformer.data import (
     padding_fraction,
     read_split,
 )
-from transformer.decoding import greedy_decode
-from transformer.device import autocast, cpu_has_bf16, cpu_info, tune_cpu_allocator
+from transformer.decoding import beam_search, greedy_decode
+from transformer.device import (
+    autocast,
+    cpu_info,
+    device_name,
+    resolve_device,
+    synchronize,
+    tune_cpu_allocator,
+    use_bf16,
+)
 from transformer.errors import ToolkitError
 from transformer.layers import PositionalEncoding
 from transformer.loss import loss_sum
@@ -56,14 +64,18 @@ from transformer.tokenizer import Tokenizer
 from transformer.translator import Translator
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
-    """GFLOP/s of a large square matmul: the practical peak of this machine for that dtype."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of a large square matmul: the practical peak of this device for that dtype."""
+    size = size if device.type == "cpu" else 8192  # a GPU needs a large product to reach its peak
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b  # warm-up
+    synchronize(device)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        a @ b
-        runs += 1
+        for _ in range(1 if device.type == "cpu" else 10):
+            a @ b
+            runs += 1
+        synchronize(device)
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
 
 
@@ -106,7 +118,7 @@ class BaselineTransformer(nn.Module):
         self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float = 0.0
     ) -> torch.Tensor:
         """The same contract as `Transformer.forward`: the summed loss, here through the usual full logits."""
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1), dtype=torch.bool)
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1), tgt_in.device, torch.bool)
         src_pad, tgt_pad = src == PAD_ID, tgt_in == PAD_ID  # nn.Transformer's convention: True = ignore
         out = self.core(
             self.embed(src), self.embed(tgt_in), tgt_mask=causal, src_key_padding_mask=src_pad,
@@ -120,9 +132,9 @@ class BaselineTransformer(nn.Module):
         """The baseline has no key/value cache: every step runs the decoder over the whole prefix."""
         src_pad = src == PAD_ID
         memory = self.core.encoder(self.embed(src), src_key_padding_mask=src_pad)
-        prefix = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long)
+        prefix = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
         for _ in range(steps):
-            causal = nn.Transformer.generate_square_subsequent_mask(prefix.size(1), dtype=torch.bool)
+            causal = nn.Transformer.generate_square_subsequent_mask(prefix.size(1), src.device, torch.bool)
             out = self.core.decoder(self.embed(prefix), memory, tgt_mask=causal, memory_key_padding_mask=src_pad)
             next_ids = F.linear(out[:, -1], self.embedding.weight).argmax(-1)
             prefix = torch.cat([prefix, next_ids[:, None]], dim=1)
@@ -139,14 +151,21 @@ class TrainResult:
 
 
 def time_training(
-    model: nn.Module, batches: list[Batch], flops: list[float], warmup: int, bf16: bool, label_smoothing: float
+    model: nn.Module,
+    batches: list[Batch],
+    flops: list[float],
+    warmup: int,
+    bf16: bool,
+    label_smoothing: float,
+    device: torch.device,
 ) -> TrainResult:
-    """Full training steps (forward, loss, backward, Adam) over `batches`; the first `warmup` are not timed."""
+    """Full training steps (forward, loss, backward, Adam) over `batches` on `device`, each batch copied there as
+    training copies it; the first `warmup` are not timed."""
+    model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
-    device = torch.device("cpu")
-    model.train()
 
     def step(batch: Batch) -> None:
+        batch = batch.to(device)
         with autocast(device, bf16):
             loss = model(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing)  # summed over target tokens
         (loss / batch.tgt_tokens).backward()
@@ -157,9 +176,11 @@ def time_training(
     for batch in batches[:warmup]:
         step(batch)
     timed = batches[warmup:]
+    synchronize(device)
     start = time.perf_counter()
     for batch in timed:
         step(batch)
+    synchronize(device)
     seconds = time.perf_counter() - start
     tokens = sum(b.src_tokens + b.tgt_tokens for b in timed)
     tgt_tokens = sum(b.tgt_tokens for b in timed)
@@ -173,13 +194,16 @@ def training_batches(data: Encoded, config: Config, vocab: int, count: int) -> t
     return [collate(data, b) for b in plan], flops, padding_fraction(data, plan)
 
 
-def time_decoding(decode: Callable[[torch.Tensor], list[list[int]]], sources: list[list[int]], batch_size: int):
-    """Sentences/s and output tokens/s of `decode` over the sources, sorted by length, in batches."""
+def time_decoding(
+    decode: Callable[[torch.Tensor], list[list[int]]], sources: list[list[int]], batch_size: int, device: torch.device
+):
+    """Sentences/s and output tokens/s of `decode` over the sources, sorted by length, in batches (the outputs come
+    back to the host as lists: the time includes the device's work)."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     produced = 0
     start = time.perf_counter()
     for i in range(0, len(order), batch_size):
-        src = pad([sources[j] for j in order[i : i + batch_size]])
+        src = pad([sources[j] for j in order[i : i + batch_size]]).to(device)
         produced += sum(len(h) + 1 for h in decode(src))
     seconds = time.perf_counter() - start
     return len(sources) / seconds, produced / seconds
@@ -192,13 +216,23 @@ def time_fixed_length(model: Transformer, src: torch.Tensor, length: int, use_ca
     return (time.perf_counter() - start) / src.size(0)
 
 
-def peak_memory_mb() -> float:
+def peak_memory_mb(device: torch.device) -> float:
+    """The process's peak resident memory, or on a GPU the most its tensors took there."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def our_greedy(model: Transformer, config: Config, use_cache: bool) -> Callable[[torch.Tensor], list[list[int]]]:
     d = config.decoding
     return lambda src: greedy_decode(model, src, d.max_len_a, d.max_len_b, use_cache=use_cache)
+
+
+def our_beam(model: Transformer, config: Config, beam_size: int) -> Callable[[torch.Tensor], list[list[int]]]:
+    d = config.decoding
+    return lambda src: [
+        hyps[0].ids for hyps in beam_search(model, src, beam_size, d.length_penalty, 1, d.max_len_a, d.max_len_b)
+    ]
 
 
 def baseline_greedy(model: BaselineTransformer, config: Config) -> Callable[[torch.Tensor], list[list[int]]]:
@@ -224,28 +258,34 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--inference", action="store_true", help="only translate the test split: see below")
     parser.add_argument("--repeats", type=int, default=3, help="with --inference: timed passes, the median is kept")
     parser.add_argument("--alpha", type=float, default=0.6, help="with --inference: our beam's GNMT length penalty")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: the GPU if any")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    device = resolve_device(args.device)
     torch.set_num_threads(config.training.threads or torch.get_num_threads())
     tune_cpu_allocator()
     if args.inference:
         if not args.checkpoint:
             raise ToolkitError("--inference needs --checkpoint (a trained model to translate with)")
-        report = inference_report(config, args.checkpoint, args.repeats, args.alpha)
+        report = inference_report(config, args.checkpoint, args.repeats, args.alpha, device)
         print(format_inference(report))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return 0
     report: dict = {
-        "machine": f"{cpu_info()['model']}, {torch.get_num_threads()} threads",
+        "device": device.type,
+        "machine": f"{device_name(device)}" + (f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""),
         "cpu": cpu_info(),
         "torch": torch.__version__,
-        "native_bf16": cpu_has_bf16(),
+        "native_bf16": use_bf16("auto", device),
     }
 
     # Without native bf16 a bf16 matmul is emulated (here ~170x slower than fp32): measure it small, train in fp32 only.
     bf16_size = 2048 if report["native_bf16"] else 256
-    report["peak_gflops"] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16, size=bf16_size)}
+    report["peak_gflops"] = {
+        "fp32": matmul_peak(torch.float32, device),
+        "bf16": matmul_peak(torch.bfloat16, device, size=bf16_size),
+    }
     checkpoint = read_checkpoint(args.checkpoint) if args.checkpoint else None
     train_pairs = read_split(config.data, "train")
     if checkpoint is not None:
@@ -265,7 +305,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             torch.manual_seed(0)
             model = build(config.model if name == "ours" else config, vocab)
             result = time_training(
-                model, batches, flops, args.warmup, precision == "bf16", config.training.label_smoothing
+                model, batches, flops, args.warmup, precision == "bf16", config.training.label_smoothing, device
             )
             peak_fraction = result.gflops / report["peak_gflops"][precision]
             training[f"{name} {precision}"] = vars(result) | {"peak_fraction": peak_fraction}
@@ -274,8 +314,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     torch.manual_seed(0)
     model = checkpoint.build_model() if checkpoint is not None else Transformer(config.model, vocab)
-    model.eval()
-    baseline = BaselineTransformer(config, vocab).eval()
+    model.to(device).eval()
+    baseline = BaselineTransformer(config, vocab).to(device).eval()
     dev, test = (encode_batch(vars(read_split(config.data, role)), tokenizer)["src"] for role in ("dev", "test"))
     size = config.decoding.batch_size
     decoding = {}
@@ -287,16 +327,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         (f"torch.nn.Transformer, batch {size}", baseline_greedy(baseline, config), dev, size),
         ("torch.nn.Transformer, one at a time", baseline_greedy(baseline, config), dev[: args.single], 1),
         (f"ours, cache, batch {size}, test split", our_greedy(model, config, True), test, size),
+        (f"ours, beam 5, batch {size}, test split", our_beam(model, config, 5), test, size),
     ]
     if size != 64:  # also the batch size most toolkits default to
         runs.append(("ours, cache, batch 64, test split", our_greedy(model, config, True), test, 64))
     for name, decode, sources, batch_size in runs:
-        sentences_s, tokens_s = time_decoding(decode, sources, batch_size)
+        sentences_s, tokens_s = time_decoding(decode, sources, batch_size, device)
         decoding[name] = {"sentences_per_s": sentences_s, "tokens_per_s": tokens_s, "sentences": len(sources)}
         print(f"decode {name:34s}: {sentences_s:7.1f} sentences/s", file=sys.stderr)
     report["decoding"] = decoding
 
-    src = pad([dev[len(dev) // 2]])  # (1, src_len)
+    src = pad([dev[len(dev) // 2]]).to(device)  # (1, src_len)
     report["seconds_per_sentence_by_length"] = {
         str(length): {
             "cache": min(time_fixed_length(model, src, length, True) for _ in range(3)),
@@ -304,7 +345,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         }
         for length in (10, 20, 40, 80)
     }
-    report["peak_memory_mb"] = peak_memory_mb()
+    report["peak_memory_mb"] = peak_memory_mb(device)
 
     print(format_report(report))
     if args.json:
@@ -312,14 +353,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     return 0
 
 
-def inference_report(config: Config, checkpoint: str, repeats: int, alpha: float) -> dict:
+def inference_report(config: Config, checkpoint: str, repeats: int, alpha: float, device: torch.device) -> dict:
     """Ours against CTranslate2 (float32 and int8, when installed) on the test split, text in and text out, the same
     threads. Ours is timed first, before CTranslate2 is loaded: once CTranslate2 has run in a process, torch in that
     process runs about 30% slower (measured: our beam 5 12.0 s before, 16.0 s after), so interleaving them is unfair.
     Beams use a length penalty: ours GNMT's with `alpha`, CTranslate2 its own default (log-probability / length)."""
     test = read_split(config.data, "test")
     threads = torch.get_num_threads()
-    ours = Translator.from_checkpoint(checkpoint, device="cpu")
+    ours = Translator.from_checkpoint(checkpoint, device=device.type)
     ours.decoding.batch_size = 64
     seconds: dict[str, list[float]] = {}
     outputs: dict[str, list[str]] = {}
@@ -340,10 +381,12 @@ def inference_report(config: Config, checkpoint: str, repeats: int, alpha: float
             model_dir = export_ctranslate2(checkpoint, exported / quantization, quantization)
             for beam in (1, 5):
                 penalty = 0.0 if beam == 1 else 1.0
-                engine = CTranslate2Translator(model_dir, beam, batch_size=64, threads=threads, length_penalty=penalty)
+                engine = CTranslate2Translator(
+                    model_dir, beam, batch_size=64, threads=threads, length_penalty=penalty, device=device.type
+                )
                 engines[f"CTranslate2 {quantization}, {'greedy' if beam == 1 else 'beam 5'}"] = engine.translate
         time_passes(engines)
-    except ToolkitError as error:
+    except (ToolkitError, RuntimeError, ValueError) as error:  # not installed, or built without this device
         print(f"CTranslate2 skipped: {error}", file=sys.stderr)
     rows = {}
     for name in seconds:
@@ -354,13 +397,14 @@ def inference_report(config: Config, checkpoint: str, repeats: int, alpha: float
         print(
             f"{name:32s}: {median:6.2f} s, {len(test.src) / median:7.1f} sentences/s, BLEU {bleu:.2f}", file=sys.stderr
         )
-    return {"machine": f"{cpu_info()['model']}, {threads} threads", "cpu": cpu_info(), "torch": torch.__version__,
+    machine = device_name(device) + (f", {threads} threads" if device.type == "cpu" else "")
+    return {"device": device.type, "machine": machine, "cpu": cpu_info(), "torch": torch.__version__,
             "sentences": len(test.src), "batch_size": 64, "repeats": repeats, "engines": rows}  # fmt: skip
 
 
 def format_inference(r: dict) -> str:
     lines = [
-        f"machine: {r['machine']}, torch {r['torch']}; test split, {r['sentences']} sentences, batch 64, "
+        f"device: {r['device']}, {r['machine']}, torch {r['torch']}; test split, {r['sentences']} sentences, batch 64, "
         f"median of {r['repeats']} passes",
         "",
         "| engine | seconds | sentences/s | BLEU |",
@@ -374,7 +418,7 @@ def format_inference(r: dict) -> str:
 def format_report(r: dict) -> str:
     peak = r["peak_gflops"]
     lines = [
-        f"machine: {r['machine']}, torch {r['torch']}, native bf16: {r['native_bf16']}",
+        f"device: {r['device']}, {r['machine']}, torch {r['torch']}, native bf16: {r['native_bf16']}",
         "cpu flags: " + ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if r["cpu"][f]),
         f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s",
         f"padding: {100 * r['padding_fraction']:.1f}% of token slots; "
@@ -395,5 +439,6 @@ def format_report(r: dict) -> str:
     lines += ["", "| output length | ms/sentence, cache | ms/sentence, no cache |", "|---:|---:|---:|"]
     for length, t in r["seconds_per_sentence_by_length"].items():
         lines.append(f"| {length} | {1e3 * t['cache']:.1f} | {1e3 * t['no_cache']:.1f} |")
-    lines.append(f"\npeak resident memory: {r['peak_memory_mb']:,.0f} MB")
+    where = "GPU memory allocated" if r["device"] == "cuda" else "resident memory"
+    lines.append(f"\npeak {where}: {r['peak_memory_mb']:,.0f} MB")
     return "\n".join(lines)
