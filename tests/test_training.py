@@ -207,3 +207,69 @@ def test_the_update_sees_gradients_clipped_to_clip_norm(tmp_path, clip_norm):
         assert norms == pytest.approx([clip_norm] * 2, rel=1e-3)
     else:
         assert min(norms) > 1.0  # unclipped: what the clipped run cut down to 0.05
+
+
+def test_auto_precision_is_bf16_only_where_native_and_measured_faster(monkeypatch):
+    from transformer import device as device_module
+    from transformer.device import choose_bf16
+
+    cpu = torch.device("cpu")
+    never = lambda bf16: pytest.fail("no trial when the precision is given")  # noqa: E731
+    assert choose_bf16("fp32", cpu, never) == (False, "as configured")
+    assert choose_bf16("bf16", cpu, never) == (True, "as configured")
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
+    assert choose_bf16("auto", cpu, never)[0] is False
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
+    bf16, why = choose_bf16("auto", cpu, lambda bf16: 0.010 if bf16 else 0.020)
+    assert bf16 and why.endswith("10 ms in bf16, 20 ms in fp32: bf16")
+    bf16, why = choose_bf16("auto", cpu, lambda bf16: 0.030 if bf16 else 0.020)
+    assert not bf16 and why.endswith("30 ms in bf16, 20 ms in fp32: fp32")
+
+
+def test_the_precision_trial_changes_nothing_the_run_computes(tmp_path, monkeypatch):
+    """A run whose `auto` trial (both precisions timed on a copy of the model) chose fp32 ends with the weights of a
+    run told fp32, bit for bit: the trial used no random number and touched no weight."""
+    from transformer import device as device_module
+    from transformer import prepare as prepare_module
+
+    trials = []
+
+    def trial_then_fp32(precision, device, seconds):
+        trials.append((seconds(False), seconds(True)))
+        return False, "fp32 for the test"
+
+    def train(name, precision):
+        config = tiny_config(data__demo_train_size=300, training__max_steps=5, training__precision=precision,
+                             training__eval_every=100, model__dropout=0.1)  # fmt: skip
+        Trainer(prepare_run(config, tmp_path / name, setup_process(config.training))).train()
+        return load_checkpoint(tmp_path / name / "last.pt")
+
+    told = train("told", "fp32")
+    monkeypatch.setattr(prepare_module, "choose_bf16", trial_then_fp32)
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
+    chose = train("chose", "auto")
+    assert len(trials) == 1 and all(t > 0 for t in trials[0])
+    assert told["bf16"] is chose["bf16"] is False
+    for name, tensor in told["model"].items():
+        assert torch.equal(tensor, chose["model"][name]), name
+
+
+def test_on_a_gpu_a_nan_step_is_skipped_on_the_device_and_stops_the_run_at_the_next_check(trainer):
+    """What a GPU does (CI has none): the verdict is not read every step. The NaN step changes nothing, the good step
+    after it trains, and the next check (a log, a validation, a save) stops the run naming the NaN step."""
+    trainer.check_each_step = False
+    batch = first_batch(trainer)
+    trainer.train_step(batch)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    adam_step = trainer.optimizer.state_dict()["state"][0]["step"].clone()
+    model, step_model = trainer.model, trainer.run.step_model
+    trainer.run.step_model = lambda *args: model(*args) * float("nan")
+    trainer.train_step(batch)  # no read of the device: no error yet
+    assert all(torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())
+    assert torch.equal(trainer.optimizer.state_dict()["state"][0]["step"], adam_step)
+    trainer.run.step_model = step_model
+    trainer.train_step(batch)
+    assert not all(torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())
+    with pytest.raises(TrainingError, match="the loss became nan at step 2"):
+        trainer.save("last.pt")
+    assert not (trainer.run_dir / "last.pt").exists()

@@ -7,6 +7,7 @@ import ctypes
 import functools
 import logging
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -62,12 +63,30 @@ def cpu_has_bf16() -> bool:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 for `precision` on `device`, by the hardware alone: what translation uses (training measures, below)."""
     if precision == "fp32":
         return False
-    supported = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    supported = native_bf16(device)
     if precision == "bf16" and not supported:
         log.warning("precision bf16: this %s has no native bf16; it will be slow", device.type)
     return supported if precision == "auto" else True
+
+
+def native_bf16(device: torch.device) -> bool:
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+
+
+def choose_bf16(precision: str, device: torch.device, seconds: Callable[[bool], float]) -> tuple[bool, str]:
+    """Train in bf16 or not, and why. `auto` picks bf16 only where it is native and the timed trial `seconds(bf16)`
+    (one training step of this model, see prepare.py) says it is faster: native bf16 can still lose to fp32 for a
+    small model, whose matmuls are too small to gain and which pays for the casts (seen on a Zen 4 and a Xeon)."""
+    if precision != "auto":
+        return precision == "bf16", "as configured"
+    if not native_bf16(device):
+        return False, f"auto: this {device.type} has no native bf16"
+    fp32, bf16 = seconds(False), seconds(True)
+    faster = "bf16" if bf16 < fp32 else "fp32"
+    return bf16 < fp32, f"auto: a training step took {1e3 * bf16:.0f} ms in bf16, {1e3 * fp32:.0f} ms in fp32: {faster}"
 
 
 def synchronize(device: torch.device) -> None:

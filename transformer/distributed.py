@@ -63,6 +63,13 @@ def broadcast_bytes(payload: bytes | None, world: int) -> bytes:
     return box[0]
 
 
+def sum_tensor_over_ranks(value: torch.Tensor, world: int) -> torch.Tensor:
+    """The sum of `value` over all processes, on the device: nothing is read back to the host."""
+    if world > 1:
+        dist.all_reduce(value)
+    return value
+
+
 def sum_over_ranks(value: float, world: int, device: torch.device) -> float:
     if world == 1:
         return value

@@ -7,8 +7,10 @@ A run directory holds `best.pt` (by dev BLEU), `last.pt`, `config.yaml` (the res
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,8 @@ from transformer.averaging import ExponentialMovingAverage
 from transformer.checkpoint import Checkpoint, read_checkpoint
 from transformer.config import Config, apply_overrides
 from transformer.corpus_cache import cached_ids, cached_text, cached_tokenizer
-from transformer.data import Encoded, Pairs, encode_pairs, read_split
-from transformer.device import use_bf16
+from transformer.data import Batch, Encoded, Pairs, batch_plan, collate, encode_pairs, read_split
+from transformer.device import autocast, choose_bf16, synchronize, use_bf16
 from transformer.distributed import Process
 from transformer.errors import ConfigError, ToolkitError
 from transformer.model import Transformer
@@ -109,9 +111,35 @@ def prepare_run(
     step_model = torch.compile(model) if t.compile else model
     if process.world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model)
-    bf16 = use_bf16(t.precision, process.device)
+    if checkpoint is not None:  # a resumed run keeps its precision (checkpoints before it was saved: the old rule)
+        bf16, why = bool(checkpoint.state.get("bf16", use_bf16(t.precision, process.device))), "the run's own"
+    else:
+        first = collate(train_data, batch_plan(train_data, t.batch_tokens, t.seed, 0)[0])
+        trial = lambda b: step_seconds(model, first, b, t.label_smoothing, process)  # noqa: E731
+        bf16, why = choose_bf16(t.precision, process.device, trial)
+    bf16 = distributed.broadcast_bytes(b"1" if bf16 else b"0", process.world) == b"1"  # rank 0's choice for all
+    log.info("precision: %s (%s)", "bf16" if bf16 else "fp32", why)
     return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
                progress, bf16, ema)  # fmt: skip
+
+
+def step_seconds(
+    model: Transformer, batch: Batch, bf16: bool, label_smoothing: float, process: Process, repeats: int = 2
+) -> float:
+    """The fastest of `repeats` forward and backward passes over `batch` (after one untimed), on a copy of the model
+    and with the random stream put back: the trial changes nothing the run will compute."""
+    trial, batch = copy.deepcopy(model).train(), batch.to(process.device)
+    times = []
+    with torch.random.fork_rng(devices=[process.device] if process.device.type == "cuda" else []):
+        for _ in range(repeats + 1):
+            synchronize(process.device)
+            start = time.perf_counter()
+            with autocast(process.device, bf16):
+                loss = trial(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing)
+            (loss / batch.tgt_tokens).backward()
+            synchronize(process.device)
+            times.append(time.perf_counter() - start)
+    return min(times[1:])
 
 
 def _open_run_dir(run_dir: Path, resume: bool, process: Process) -> Checkpoint | None:

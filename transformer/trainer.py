@@ -71,6 +71,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         "optimizer": run.optimizer.state_dict(),
         **dataclasses.asdict(run.progress),
         "rng": torch.get_rng_state(),
+        "bf16": run.bf16,  # the precision chosen at the start (by a timed trial with `auto`): a resume keeps it
     }
     if run.process.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(run.process.device)
@@ -118,17 +119,24 @@ class Trainer:
         self.run, self.config, self.model, self.optimizer = run, run.config, run.model, run.optimizer
         self.progress, self.process, self.run_dir = run.progress, run.process, run.run_dir
         self.stop_reason: str | None = None
+        self.first_bad = torch.zeros(3, dtype=torch.float64, device=run.process.device)  # see train_step
+        self.check_each_step = run.process.device.type == "cpu"  # reading the device's verdict is free there
         self.draw_curves = run.process.is_main  # off after the first failure: curves must never stop training
 
     # -- one step ----------------------------------------------------------------------------------------------
 
-    def train_step(self, batches: list[list[int]]) -> tuple[float, int]:
+    def train_step(self, batches: list[list[int]]) -> tuple[torch.Tensor, int]:
         """One optimizer step over `batches` (gradient accumulation; with N processes, each takes every N-th batch).
-        The loss is averaged over all the step's target tokens. Returns that loss and the token count."""
+        The loss is averaged over all the step's target tokens. Returns that loss (a tensor on the device: reading it
+        would wait for the step) and the token count.
+
+        A non-finite loss or gradient is decided on the device: Adam's fused kernel then skips the update (weights,
+        moments and its step count stay as they were, as under AMP's grad scaler), and the run stops at the next
+        `finite_check` with the step it happened at; on a CPU, where reading is free, before this step counts."""
         t, data, process = self.config.training, self.run.train_data, self.process
         self.model.train()
         total_tokens = sum(int(data.tgt_lens[indices].sum()) for indices in batches)
-        total_loss = 0.0
+        total_loss = torch.zeros((), device=process.device)
         mine = batches[process.rank :: process.world]
         for n, indices in enumerate(mine):
             batch = collate(data, indices).to(process.device)
@@ -137,24 +145,37 @@ class Trainer:
                 with autocast(process.device, self.run.bf16):
                     loss = self.run.step_model(batch.src, batch.tgt_in, batch.tgt_out, t.label_smoothing)  # summed
                 (loss * (process.world / total_tokens)).backward()  # DDP averages: world / total = 1 / share
-            total_loss += loss.item()
-        total_loss = distributed.sum_over_ranks(total_loss, process.world, process.device)
+            total_loss += loss.detach().float()
+        total_loss = distributed.sum_tensor_over_ranks(total_loss, process.world)
         for group in self.optimizer.param_groups:
             spent = budget_spent(self.progress, t)
             group["lr"] = learning_rate(self.progress.step + 1, t.lr, t.warmup_steps, t.schedule, spent)
         # The gradient norm is needed anyway for clipping; with clipping off, max_norm=inf only measures it.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm or math.inf)
-        if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):  # checked before the update touches anything
-            self.optimizer.zero_grad(set_to_none=True)
-            what = f"the loss became {total_loss}" if not math.isfinite(total_loss) else "the gradients became inf/nan"
-            step = self.progress.step + 1
-            raise TrainingError(f"{what} at step {step}; stopped before updating the weights ({self._kept()})")
+        loss_ok, grads_ok = total_loss.isfinite(), grad_norm.isfinite()
+        self.optimizer.found_inf = (~(loss_ok & grads_ok)).float()  # read by Adam's fused kernel: skip if 1
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        step = self.progress.step + 1
+        # The first bad step, what went wrong (1: the loss, 2: the gradients) and the loss, kept on the device.
+        kind = torch.where(loss_ok, torch.where(grads_ok, 0.0, 2.0), 1.0).double()
+        at = torch.full((), float(step), dtype=torch.float64, device=process.device)
+        verdict = torch.stack([at, kind, total_loss.double()])
+        self.first_bad = torch.where((self.first_bad[1] == 0) & (kind > 0), verdict, self.first_bad)
+        if self.check_each_step:
+            self.finite_check()
         if self.run.ema is not None:
             self.run.ema.update()
         self.progress.step += 1
         return total_loss / total_tokens, total_tokens
+
+    def finite_check(self) -> None:
+        """Stop, with the step it happened at, if a step met a non-finite loss or gradient (its update was skipped):
+        the one read of the device's verdict, made every step on a CPU and at each log, validation and save else."""
+        step, kind, loss = self.first_bad.tolist()
+        if kind:
+            what = f"the loss became {loss}" if kind == 1 else "the gradients became inf/nan"
+            raise TrainingError(f"{what} at step {int(step)}; stopped before updating the weights ({self._kept()})")
 
     def _no_sync(self) -> contextlib.AbstractContextManager:
         no_sync = getattr(self.run.step_model, "no_sync", None)  # DistributedDataParallel has it
@@ -187,7 +208,8 @@ class Trainer:
                     bar.update(1)
                     window["tokens"] += tokens
                     if p.step % t.log_every == 0:
-                        self._log_progress(bar, loss, window)
+                        self.finite_check()
+                        self._log_progress(bar, float(loss), window)
                     if p.step % t.eval_every == 0:
                         self.validate(bar)
                         last_eval_step = p.step
@@ -285,7 +307,8 @@ class Trainer:
     # -- files -------------------------------------------------------------------------------------------------
 
     def save(self, name: str) -> Path:
-        """Write a checkpoint, never one whose weights are not all finite."""
+        """Write a checkpoint, never one whose weights are not all finite, nor after a skipped non-finite step."""
+        self.finite_check()
         path = self.run_dir / name
         if not all(bool(w.isfinite().all()) for w in self.model.parameters()):
             raise TrainingError(
