@@ -116,13 +116,27 @@ MUTATIONS = [
     Mutation(
         "beam search: finished hypotheses taken from all 2k candidates",
         "transformer/decoding.py",
-        [("ended = (is_eos[:, :k] & top_scores[:, :k]", "ended = (is_eos & top_scores")],
+        [
+            (
+                "ended_by_eos = is_eos[:, :k] & top_scores[:, :k].isfinite()",
+                "ended_by_eos = is_eos & top_scores.isfinite()",
+            ),
+            (
+                "log_prob = torch.cat([top_scores[:, :k], next_scores], 1)",
+                "log_prob = torch.cat([top_scores, next_scores], 1)",
+            ),
+            ("torch.cat([first_rows + top_beams[:, :k], rows], 1)", "torch.cat([first_rows + top_beams, rows], 1)"),
+            (
+                "torch.cat([torch.full_like(next_ids, EOS_ID), next_ids], 1)",
+                "torch.cat([top_beams * 0 + EOS_ID, next_ids], 1)",
+            ),
+        ],
         ["tests/test_beam.py::test_beam_search_equals_the_textbook_algorithm_where_eos_is_anywhere"],
     ),
     Mutation(
         "beam search: a sentence stops at its first finished hypothesis",
         "transformer/decoding.py",
-        [("    if len(hypotheses) < n_best:\n        return False", "    if hypotheses:\n        return True")],
+        [("settled = nth_best.isfinite() & (", "settled = pool_scores[sentences, 0].isfinite() | (")],
         ["tests/test_beam.py"],
     ),
     Mutation(
