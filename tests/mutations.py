@@ -136,7 +136,7 @@ MUTATIONS = [
     Mutation(
         "beam search: a sentence stops at its first finished hypothesis",
         "transformer/decoding.py",
-        [("settled = nth_best.isfinite() & (", "settled = pool_scores[sentences, 0].isfinite() | (")],
+        [("settled = nth_best.isfinite() & (", "settled = finished.scores[sentences, 0].isfinite() | (")],
         ["tests/test_beam.py"],
     ),
     Mutation(

@@ -87,6 +87,56 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
+@dataclass
+class FinishedPool:
+    """The n-best finished hypotheses of each sentence of a batch, best first, kept as tensors on the device so the
+    search never reads them back until it ends. A score of -inf marks an empty place."""
+
+    scores: torch.Tensor  # (batch, n_best) log_prob / length penalty, float64 as the host computed it before
+    log_probs: torch.Tensor  # (batch, n_best)
+    ids: torch.Tensor  # (batch, n_best, steps) pieces, then EOS
+
+    @classmethod
+    def empty(cls, batch: int, n_best: int, steps: int, device: torch.device) -> FinishedPool:
+        scores = torch.full((batch, n_best), float("-inf"), dtype=torch.float64, device=device)
+        log_probs = torch.zeros((batch, n_best), dtype=torch.float64, device=device)
+        return cls(scores, log_probs, torch.full((batch, n_best, steps), EOS_ID, dtype=torch.long, device=device))
+
+    def add(
+        self,
+        sentences: torch.Tensor,
+        log_prob: torch.Tensor,
+        score: torch.Tensor,
+        rows: torch.Tensor,
+        last: torch.Tensor,
+        history: torch.Tensor,
+    ) -> None:
+        """Merge one step's candidates into the pools of `sentences` (n,): each candidate (n, c) has its log_prob,
+        its score (-inf: not finished), the history row it extends and its last piece. The pool comes first in the
+        merge, so on a tie the hypothesis that finished earlier stays ahead (as Python's stable sort kept it)."""
+        n_best, steps, n = self.scores.size(1), self.ids.size(2), sentences.size(0)
+        merged = torch.cat([self.scores[sentences], score], 1)  # (n, n_best + c)
+        best = merged.sort(dim=1, descending=True, stable=True).indices[:, :n_best]  # (n, n_best)
+        self.scores[sentences] = merged.gather(1, best)
+        self.log_probs[sentences] = torch.cat([self.log_probs[sentences], log_prob], 1).gather(1, best)
+        # The pieces of each new n-best: a pool place's own, or those of the row a candidate extends + its last piece.
+        candidate = (best - n_best).clamp(min=0)  # (n, n_best) which candidate, where one won
+        source_rows, last = rows.gather(1, candidate), last.gather(1, candidate)  # (n, n_best) each
+        step = history.size(1) - 1
+        ids = torch.cat([history[source_rows.view(-1), 1:].view(n, n_best, step), last[:, :, None]], 2)
+        ids = F.pad(ids, (0, steps - step - 1), value=EOS_ID)  # (n, n_best, steps)
+        kept = self.ids[sentences].gather(1, best.clamp(max=n_best - 1)[:, :, None].expand(-1, -1, steps))
+        self.ids[sentences] = torch.where((best < n_best)[:, :, None], kept, ids)
+
+    def hypotheses(self) -> list[list[Hypothesis]]:
+        """Each sentence's finished hypotheses, best first: the one read back of the whole search."""
+        found = zip(self.ids.tolist(), self.log_probs.tolist(), self.scores.tolist(), strict=True)
+        return [
+            [Hypothesis(until_eos(i), lp, sc) for i, lp, sc in zip(*pool, strict=True) if sc != float("-inf")]
+            for pool in found
+        ]
+
+
 @torch.no_grad()
 def beam_search(
     model: Transformer,
@@ -126,10 +176,7 @@ def beam_search(
     scores = torch.full((batch, k), float("-inf"), device=device)  # (alive, k) log-probability of each beam
     scores[:, 0] = 0.0  # one real beam to start from: the others would repeat it
     history = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)  # (alive × k, step + 1)
-    # The n-best finished hypotheses of each sentence, best first; a score of -inf marks an empty place.
-    pool_scores = torch.full((batch, n_best), float("-inf"), dtype=torch.float64, device=device)  # log_prob / penalty
-    pool_log_probs = torch.zeros((batch, n_best), dtype=torch.float64, device=device)
-    pool_ids = torch.full((batch, n_best, steps), EOS_ID, dtype=torch.long, device=device)  # pieces, then EOS
+    finished = FinishedPool.empty(batch, n_best, steps, device)
 
     for step in range(steps):
         n = sentences.size(0)
@@ -156,22 +203,13 @@ def beam_search(
         ended = torch.cat([ended_by_eos, ended_by_limit], 1) & ~done[:, None]  # (n, 2k)
         log_prob = torch.cat([top_scores[:, :k], next_scores], 1).double()  # (n, 2k)
         score = (log_prob / length_penalty(step + 1, alpha)).masked_fill(~ended, float("-inf"))
-        merged = torch.cat([pool_scores[sentences], score], 1)  # (n, n_best + 2k): the pool first, then this step
-        best = merged.sort(dim=1, descending=True, stable=True).indices[:, :n_best]  # (n, n_best)
-        pool_scores[sentences] = merged.gather(1, best)
-        pool_log_probs[sentences] = torch.cat([pool_log_probs[sentences], log_prob], 1).gather(1, best)
-        # The pieces of each new n-best: a pool place's own, or those of the beam a candidate extends + its last piece.
-        candidate = (best - n_best).clamp(min=0)  # (n, n_best) which of the 2k, where a candidate won
-        source_rows = torch.cat([first_rows + top_beams[:, :k], rows], 1).gather(1, candidate)  # (n, n_best)
-        last = torch.cat([torch.full_like(next_ids, EOS_ID), next_ids], 1).gather(1, candidate)  # (n, n_best)
-        ids = torch.cat([history[source_rows.view(-1), 1:].view(n, n_best, step), last[:, :, None]], 2)
-        ids = F.pad(ids, (0, steps - step - 1), value=EOS_ID)  # (n, n_best, steps)
-        kept = pool_ids[sentences].gather(1, best.clamp(max=n_best - 1)[:, :, None].expand(-1, -1, steps))
-        pool_ids[sentences] = torch.where((best < n_best)[:, :, None], kept, ids)
+        extended = torch.cat([first_rows + top_beams[:, :k], rows], 1)  # (n, 2k) the history row each extends
+        last = torch.cat([torch.full_like(next_ids, EOS_ID), next_ids], 1)  # (n, 2k)
+        finished.add(sentences, log_prob, score, extended, last, history)
 
         # Done: out of length, or no beam going on can beat the n-th best finished (whose score is finite once n
         # hypotheses have finished).
-        nth_best = pool_scores[sentences, n_best - 1]  # (n,)
+        nth_best = finished.scores[sentences, n_best - 1]  # (n,)
         settled = nth_best.isfinite() & (next_scores[:, 0].double() / limit_penalty[sentences] <= nth_best)
         done |= at_limit | settled
         leaving = False
@@ -189,8 +227,4 @@ def beam_search(
             cache.reorder(flat, cross=leaving)  # beams moving within their sentence keep its source's rows
         history = torch.cat([history.index_select(0, flat), next_ids.reshape(-1, 1)], dim=1)
         scores = next_scores
-    found = zip(pool_ids.tolist(), pool_log_probs.tolist(), pool_scores.tolist(), strict=True)
-    return [
-        [Hypothesis(until_eos(i), lp, sc) for i, lp, sc in zip(*pool, strict=True) if sc != float("-inf")]
-        for pool in found
-    ]
+    return finished.hypotheses()

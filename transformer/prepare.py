@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def prepare_run(
         bf16, why = bool(checkpoint.state.get("bf16", use_bf16(t.precision, process.device))), "the run's own"
     else:
         first = collate(train_data, batch_plan(train_data, t.batch_tokens, t.seed, 0)[0])
-        trial = lambda b: step_seconds(model, first, b, t.label_smoothing, process)  # noqa: E731
+        trial = functools.partial(step_seconds, model, first, label_smoothing=t.label_smoothing, process=process)
         bf16, why = choose_bf16(t.precision, process.device, trial)
     bf16 = distributed.broadcast_bytes(b"1" if bf16 else b"0", process.world) == b"1"  # rank 0's choice for all
     log.info("precision: %s (%s)", "bf16" if bf16 else "fp32", why)
