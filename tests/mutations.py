@@ -229,11 +229,57 @@ MUTATIONS = [
         [("self.model.parameters(), t.clip_norm or math.inf)", "self.model.parameters(), math.inf)")],
         ["tests/test_training.py::test_the_update_sees_gradients_clipped_to_clip_norm"],
     ),
+    Mutation(
+        "export writes into a folder holding files it did not write (the converter empties it)",
+        "transformer/deploy.py",
+        [("    _check_export_target(out)  # before", "    # before")],
+        ["tests/test_user_files.py::test_export_refuses_a_folder_holding_files_it_did_not_write_and_replaces_its_own"],
+    ),
+    Mutation(
+        "checkpoints loaded without checking their records' CRC-32",
+        "transformer/checkpoint.py",
+        [("    _verify_records(path)\n", "")],
+        ["tests/test_user_files.py::test_a_damaged_checkpoint_is_one_line_for_every_command_that_reads_it"],
+    ),
+    Mutation(
+        "a key written twice in a config: the last one wins silently",
+        "transformer/config.py",
+        [('name != "<<" and name in lines:', 'name != "<<" and name in lines and False:')],
+        ["tests/test_config.py::test_a_key_given_twice_is_one_line_with_both_line_numbers"],
+    ),
+    Mutation(
+        "YAML aliases expanded without a bound",
+        "transformer/config.py",
+        [("    if total > MAX_YAML_VALUES:", "    if False:")],
+        ["tests/test_config.py::test_an_alias_bomb_is_refused_in_one_short_line"],
+    ),
+    Mutation(
+        "the run directory's lock is shared: two trainings write into one folder",
+        "transformer/prepare.py",
+        [("fcntl.LOCK_EX | fcntl.LOCK_NB", "fcntl.LOCK_SH | fcntl.LOCK_NB")],
+        ["tests/test_user_files.py::test_a_second_training_into_a_held_run_directory_is_one_line_and_writes_nothing"],
+    ),
+    Mutation(
+        "the wheel's venv sees the base interpreter's packages, not the venv's the tests run in",
+        "tests/test_install.py",
+        [
+            ('"venv", "--without-pip"', '"venv", "--system-site-packages", "--without-pip"'),
+            ('(purelib / "outer.pth").write_text', "len"),
+        ],
+        ["tests/test_install.py::test_a_wheel_in_a_fresh_venv_trains_translates_and_scores_through_its_command"],
+    ),
+    Mutation(
+        "the thread count never follows the machine's load",
+        "transformer/threads.py",
+        [("            torch.set_num_threads(threads)\n", "")],
+        ["tests/test_user_files.py::test_a_busy_loop_beside_training_takes_a_thread_away_and_its_end_gives_it_back"],
+    ),
 ]
 
 
 def copy_project(target: Path) -> None:
-    ignore = shutil.ignore_patterns(".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis")
+    skipped = (".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis")
+    ignore = shutil.ignore_patterns(*skipped)
     shutil.copytree(ROOT, target, ignore=ignore)
 
 

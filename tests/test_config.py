@@ -120,3 +120,34 @@ def test_random_mutations_give_a_valid_config_or_a_config_error(mutations):
     except ConfigError:
         return
     assert config.model.d_model % config.model.heads == 0
+
+
+def test_a_key_given_twice_is_one_line_with_both_line_numbers(tmp_path):
+    path = write(tmp_path, "training:\n  lr: 0.002\n  max_steps: 3\n  lr: 0.5\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: training.lr is given twice, at lines 2 and 4; keep one"
+    section = write(tmp_path, "training:\n  lr: 0.002\nmodel:\n  heads: 4\ntraining:\n  max_steps: 3\n")
+    with pytest.raises(ConfigError, match="training is given twice, at lines 1 and 5"):
+        load_config(section)
+    with pytest.raises(ConfigError, match="--set training.betas: x is given twice, at lines 1 and 1"):
+        apply_overrides(Config(), ["training.betas={x: 1, x: 2}"])
+
+
+def test_an_alias_bomb_is_refused_in_one_short_line(tmp_path):
+    """Nine nested lists of nine aliases expand to 387 million values; six levels already to half a million, which
+    PyYAML builds in seconds and a type error would print whole. The count is made on the file's own nodes."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 6)]
+    bomb = write(tmp_path, "\n".join(["anchors:", *(f"  {line}" for line in lines), "training:", "  betas: *a5", ""]))
+    with pytest.raises(ConfigError) as error:
+        load_config(bomb)
+    message = str(error.value)
+    assert "aliases expand to more than 10,000 values" in message and len(message) < 200
+    self_referring = write(tmp_path, "training:\n  betas: &b [1, *b]\n")
+    with pytest.raises(ConfigError, match="training.betas: a YAML alias refers to its own anchor"):
+        load_config(self_referring)
+    long_value = write(tmp_path, "training:\n  schedule: " + "x" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(long_value)
+    assert len(str(error.value)) < 300 and "choose one of inverse_sqrt" in str(error.value)

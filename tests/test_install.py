@@ -65,6 +65,11 @@ def test_a_shipped_config_by_name_and_an_unknown_one_in_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def outer_site_packages() -> list[str]:
+    """This interpreter's package folders (a venv's own, and its base's when it sees them), not the clone."""
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+
+
 def test_a_wheel_in_a_fresh_venv_trains_translates_and_scores_through_its_command(tmp_path):
     # The wheel is built from a copy: building in the clone would leave build/ and *.egg-info in it.
     source, dist, venv, work = (tmp_path / name for name in ("source", "dist", "venv", "work"))
@@ -78,9 +83,12 @@ def test_a_wheel_in_a_fresh_venv_trains_translates_and_scores_through_its_comman
     assert {"transformer/configs/demo.yaml", "transformer/configs/multi30k_en_fr.yaml"} <= set(names)
     assert "transformer/commands/train.py" in names and "transformer/serve_page.html" in names
 
-    # torch and the other dependencies come from this Python's site-packages; the toolkit only from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    # torch and the other dependencies come from this Python's site-packages, the toolkit only from the wheel. A
+    # .pth file names them: `--system-site-packages` would see the base interpreter's, not a venv's (where users are)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python, installed = venv / "bin" / "python", venv / "bin" / "mini-transformer"
+    (purelib,) = {Path(p) for p in venv.glob("lib/python*/site-packages")}
+    (purelib / "outer.pth").write_text("".join(f"{p}\n" for p in outer_site_packages()))
     subprocess.run([str(python), *pip, "install", "--no-deps", "--no-index", str(wheel)], check=True)
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

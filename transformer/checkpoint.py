@@ -90,6 +90,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = resolve_checkpoint(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
+    _verify_records(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # objects other than tensors and plain data: loading them could run code
@@ -109,6 +110,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"(it reads versions 1 and {FORMAT_VERSION})"
         )
     return state
+
+
+def _verify_records(path: Path) -> None:
+    """Check the CRC-32 that torch.save's zip format stores for every record: torch.load does not, so a file
+    damaged on disk or in a copy would load, and its garbled weights would translate into nothing without a word."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # reads every record, as torch.load would, and compares its CRC-32
+    except zipfile.BadZipFile:
+        return  # not a zip at all (a legacy or foreign file): torch.load's own error names it below
+    except (OSError, EOFError, ValueError, RuntimeError) as e:  # a record's header or compressed data is unreadable
+        raise CheckpointError(f"{path}: damaged: {_first_line(e)}; use another checkpoint or train again") from None
+    if damaged is not None:
+        raise CheckpointError(
+            f"{path}: damaged: record {damaged} fails its CRC-32 check (the file changed after it was written); "
+            "use another checkpoint or train again"
+        )
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -98,7 +99,9 @@ class TrainingConfig:
 
     seed: int = 1  # seeds the weights, dropout and the batch order
     device: str = "auto"  # auto: CUDA when present, else CPU
-    threads: int = 0  # CPU threads; 0 = torch's default
+    # CPU threads; 0 = every core while the machine is idle, fewer while other programs keep cores busy (checked
+    # every 2 s; a fixed number repeats a run bit for bit, on a busy machine too)
+    threads: int = 0
     # bf16 autocast with fp32 weights, or fp32; auto: bf16 where the CPU or GPU has it natively and, for training, a
     # timed step at the start finds it faster than fp32
     precision: str = "auto"
@@ -164,7 +167,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -178,6 +181,64 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         config = apply_overrides(config, overrides)
     resolve_paths(config)
     return config
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """`yaml.safe_load`, stricter where PyYAML is silent: a key written twice in one mapping is an error (PyYAML
+    keeps the last value), and aliases may not expand past MAX_YAML_VALUES values (nine nested lists of nine aliases
+    expand to 387 million: PyYAML builds them and an error message would print them)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        try:
+            _expanded_size(root, "", {}, source)
+        except RecursionError:
+            raise ConfigError(f"{source}: nested too deeply to be a config") from None
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+MAX_YAML_VALUES = 10_000  # a config holds about 60 values
+
+
+def _expanded_size(node: yaml.Node, where: str, sizes: dict[int, int], source: str) -> int:
+    """The number of values under `node` once every alias is expanded (each node is counted once, so a bomb costs
+    its size in the file, not its expansion); checks each mapping for a key given twice on the way."""
+    if id(node) in sizes:
+        if sizes[id(node)] < 0:
+            raise ConfigError(f"{source}: {where or 'the document'}: a YAML alias refers to its own anchor")
+        return sizes[id(node)]
+    sizes[id(node)] = -1  # being counted: meeting it again below is a cycle
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            line, inner = key.start_mark.line + 1, f"{where}.{name[:60]}" if where else str(name)[:60]
+            if name is not None and name != "<<" and name in lines:
+                raise ConfigError(f"{source}: {inner} is given twice, at lines {lines[name]} and {line}; keep one")
+            lines[name or ""] = line
+            total += _expanded_size(key, where, sizes, source) + _expanded_size(value, inner, sizes, source)
+    elif isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(item, where, sizes, source) for item in node.value)
+    if total > MAX_YAML_VALUES:
+        raise ConfigError(
+            f"{source}: {where or 'the document'}: its aliases expand to more than {MAX_YAML_VALUES:,} values; "
+            "a config is far smaller"
+        )
+    sizes[id(node)] = total
+    return total
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as an error message shows it: its repr, cut to `limit` characters (a value can be huge)."""
+    short = reprlib.Repr()  # bounded in depth and breadth: never walks a whole huge value
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def find_config(name: str | os.PathLike) -> Path:
@@ -207,7 +268,7 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
     sections = {}
     for name, value in raw.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section {name!r}{_suggest(name, SECTIONS)}")
+            raise ConfigError(f"{source}: unknown section {shown(name)}{_suggest(shown(name), SECTIONS)}")
         sections[name] = _build_section(name, value or {}, source)
     config = Config(**sections)
     validate(config, source)
@@ -225,7 +286,7 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         if section not in data:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}{_suggest(section, SECTIONS)}")
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
+            parsed = parse_yaml(value, f"--set {key.strip()}") if value.strip() else None
         except yaml.YAMLError:
             parsed = value
         data[section][name] = parsed
@@ -258,7 +319,7 @@ def validate(config: Config, source: str = "config") -> None:
     for key, options in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
-        need(value in options, key, f"got {value!r}; choose one of {', '.join(options)}")
+        need(value in options, key, f"got {shown(value)}; choose one of {', '.join(options)}")
     need(d.corpus != "hub" or bool(d.hub_name), "data.hub_name", "corpus 'hub' needs a dataset name")
     at_least(d, "data", ("max_len",), 2)
     at_least(d, "data", ("demo_train_size", "demo_dev_size", "demo_test_size"), 1)
@@ -302,7 +363,7 @@ def _build_section(name: str, values: Any, source: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if not isinstance(key, str) or key not in hints:
-            raise ConfigError(f"{source}: unknown key {name}.{key}{_suggest(str(key), hints)}")
+            raise ConfigError(f"{source}: unknown key {name}.{shown(key)}{_suggest(shown(key), hints)}")
         kwargs[key] = _check_type(f"{name}.{key}", value, hints[key], source)
     return cls(**kwargs)
 
@@ -329,7 +390,7 @@ def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
             (item,) = typing.get_args(kind)
             return [_check_type(key, v, item, source) for v in value]
     names = " or ".join(getattr(k, "__name__", str(k)).replace("NoneType", "null") for k in allowed)
-    raise ConfigError(f"{source}: {key}: expected {names}, got {value!r}")
+    raise ConfigError(f"{source}: {key}: expected {names}, got {shown(value)}")
 
 
 def _yaml11_float(text: str) -> float | str:

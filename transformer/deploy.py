@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from transformer.checkpoint import read_checkpoint
@@ -19,6 +21,9 @@ from transformer.tokenizer import Tokenizer
 from transformer.translator import encode_sources
 
 QUANTIZATIONS = ("float32", "int8", "int16", "int8_float32")
+# What an export writes: CTranslate2's files (its vocabulary as .json or, in older releases, .txt) and ours.
+EXPORT_FILES = {"model.bin", "config.json", "shared_vocabulary.json", "shared_vocabulary.txt", "tokenizer.model",
+                "decoding.json"}  # fmt: skip
 
 
 def _ctranslate2():  # noqa: ANN202
@@ -36,6 +41,8 @@ def export_ctranslate2(checkpoint_path: str | os.PathLike, out: str | os.PathLik
     ctranslate2 = _ctranslate2()
     from ctranslate2.specs import transformer_spec
 
+    out = Path(out)
+    _check_export_target(out)  # before anything is read or written
     checkpoint = read_checkpoint(checkpoint_path)
     model, config = checkpoint.build_model().float().eval(), checkpoint.config.model
     weights = {name: p.detach().numpy() for name, p in model.state_dict().items()}
@@ -87,13 +94,39 @@ def export_ctranslate2(checkpoint_path: str | os.PathLike, out: str | os.PathLik
         def _load(self):  # noqa: ANN202
             return spec
 
-    out = Path(out)
-    _Converter().convert(str(out), quantization=None if quantization == "float32" else quantization, force=True)
-    (out / "tokenizer.model").write_bytes(checkpoint.tokenizer.model_bytes)
-    decoding = checkpoint.config.decoding
-    limits = {"max_len_a": decoding.max_len_a, "max_len_b": decoding.max_len_b, "max_positions": config.max_positions}
-    (out / "decoding.json").write_text(json.dumps(limits, indent=2) + "\n", encoding="utf-8")
+    # The converter's `force` empties the folder it writes: it only ever gets a new one of ours, moved in after.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        _Converter().convert(str(staging), quantization=None if quantization == "float32" else quantization, force=True)
+        (staging / "tokenizer.model").write_bytes(checkpoint.tokenizer.model_bytes)
+        decoding = checkpoint.config.decoding
+        limits = {"max_len_a": decoding.max_len_a, "max_len_b": decoding.max_len_b}
+        limits["max_positions"] = config.max_positions
+        (staging / "decoding.json").write_text(json.dumps(limits, indent=2) + "\n", encoding="utf-8")
+        out.mkdir(exist_ok=True)
+        written = {path.name for path in staging.iterdir()}
+        for name in written:
+            os.replace(staging / name, out / name)
+        for stale in EXPORT_FILES - written:  # a previous export's file this one does not write
+            (out / stale).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _check_export_target(out: Path) -> None:
+    """Export writes into a new or empty directory, or over a previous export: never over a file it did not write."""
+    if out.exists() and not out.is_dir():
+        raise ToolkitError(f"--out {out}: is a file; export writes a directory (choose a new or empty one)")
+    names = {path.name for path in out.iterdir()} if out.is_dir() else set()
+    previous_export = {"model.bin", "decoding.json"} <= names <= EXPORT_FILES
+    if names and not previous_export:
+        example = sorted(names - EXPORT_FILES) or sorted(names)
+        raise ToolkitError(
+            f"--out {out}: holds files export did not write ({example[0]}…); choose a new or empty directory, "
+            "nothing was written"
+        )
 
 
 class CTranslate2Translator:

@@ -7,10 +7,13 @@ A run directory holds `best.pt` (by dev BLEU), `last.pt`, `config.yaml` (the res
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,48 @@ class Run:
     progress: Progress
     bf16: bool
     ema: ExponentialMovingAverage | None  # with training.ema > 0
+    lock: RunLock | None  # the run directory held by this process (rank 0); released when training ends
+
+
+class RunLock:
+    """The run directory held by one process: an exclusive flock on RUN/.lock, taken before anything is written
+    there. The kernel drops it when the process ends, however it ends (kill -9 too), so it can never go stale."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        run_dir = Path(run_dir)
+        self.created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # made here, innermost first
+        self.path = run_dir / ".lock"
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.created_file = not self.path.exists()
+            self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        except OSError as e:
+            raise ToolkitError(f"cannot write to the run directory {run_dir}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read(64).strip() or "unknown"
+            self.file.close()
+            raise ToolkitError(
+                f"{run_dir} is in use by another training (process {holder}); "
+                "wait for it to end or choose another --out"
+            ) from None
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")  # who holds it, for the message above
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()
+
+    def abandon(self) -> None:
+        """Setup failed: release, and remove the lock file and the folders if this run made them."""
+        self.release()
+        if self.created_file:
+            self.path.unlink(missing_ok=True)
+        for folder in self.created:
+            with contextlib.suppress(OSError):  # not empty: something else is in it now
+                folder.rmdir()
 
 
 def prepare_run(
@@ -74,9 +119,21 @@ def prepare_run(
 ) -> Run:
     """Set up a new run in `run_dir`, or (resume=True) the run saved there, continuing where it stopped."""
     run_dir = Path(run_dir)
+    lock = RunLock(run_dir) if process.is_main else None  # before anything is read or written there
+    try:
+        return _prepare(config, run_dir, process, resume, overrides or [], lock)
+    except BaseException:
+        if lock is not None:
+            lock.abandon()
+        raise
+
+
+def _prepare(
+    config: Config, run_dir: Path, process: Process, resume: bool, overrides: list[str], lock: RunLock | None
+) -> Run:
     checkpoint = _open_run_dir(run_dir, resume, process)
     if checkpoint is not None:
-        config = resumed_config(checkpoint.config, config, overrides or [])
+        config = resumed_config(checkpoint.config, config, overrides)
     dev_pairs = read_split(config.data, "dev")  # first: a broken dev file fails in seconds, before anything is written
     log.info("reading the %s corpus", config.data.corpus)
     train_data = tokenizer = None
@@ -87,8 +144,7 @@ def prepare_run(
     tokenizer = Tokenizer(distributed.broadcast_bytes(tokenizer and tokenizer.model_bytes, process.world))
     if train_data is None:
         train_data = cached_ids(config.data, cached_text(config.data, "train"), tokenizer)
-    if process.is_main:  # the run directory appears once its data was read: a corpus that fails leaves none
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if process.is_main:  # the run's files appear once its data was read: a corpus that fails leaves none
         write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
         write_file(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     dev_data = encode_pairs(dev_pairs, tokenizer)
@@ -121,7 +177,7 @@ def prepare_run(
     bf16 = distributed.broadcast_bytes(b"1" if bf16 else b"0", process.world) == b"1"  # rank 0's choice for all
     log.info("precision: %s (%s)", "bf16" if bf16 else "fp32", why)
     return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
-               progress, bf16, ema)  # fmt: skip
+               progress, bf16, ema, lock)  # fmt: skip
 
 
 def step_seconds(

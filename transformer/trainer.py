@@ -30,6 +30,7 @@ from transformer.errors import MissingExtraError, ToolkitError, TrainingError
 from transformer.metrics import Scores, score
 from transformer.plotting import read_metrics, save_curves
 from transformer.prepare import Progress, Run
+from transformer.threads import ThreadGovernor
 from transformer.translator import Translator
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ class Trainer:
         self.first_bad = torch.zeros(3, dtype=torch.float64, device=run.process.device)  # see train_step
         self.check_each_step = run.process.device.type == "cpu"  # reading the device's verdict is free there
         self.draw_curves = run.process.is_main  # off after the first failure: curves must never stop training
+        adapt = run.process.device.type == "cpu" and not run.config.training.threads and run.process.world == 1
+        self.threads = ThreadGovernor() if adapt else None  # fewer threads while other programs use cores
 
     # -- one step ----------------------------------------------------------------------------------------------
 
@@ -207,6 +210,8 @@ class Trainer:
                     p.elapsed = time.perf_counter() - started
                     bar.update(1)
                     window["tokens"] += tokens
+                    if self.threads is not None:
+                        self.threads.update()
                     if p.step % t.log_every == 0:
                         self.finite_check()
                         self._log_progress(bar, float(loss), window)
@@ -224,6 +229,8 @@ class Trainer:
             self.save("last.pt")
         finally:
             bar.close()
+            if self.run.lock is not None:
+                self.run.lock.release()
             for s, handler in handlers.items():
                 signal.signal(s, handler)
             distributed.cleanup(world)
