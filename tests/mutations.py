@@ -53,8 +53,8 @@ MUTATIONS = [
     ),
     Mutation(
         "a non-finite step not skipped (Adam updates with NaN gradients, the error comes after)",
-        "transformer/trainer.py",
-        [("self.optimizer.found_inf = (~(loss_ok & grads_ok)).float()", "self.optimizer.found_inf = None")],
+        "transformer/optimization.py",
+        [("optimizer.found_inf = (~(total.isfinite() & grad_norm.isfinite())).float()", "optimizer.found_inf = None")],
         ["tests/test_training.py"],
     ),
     Mutation(
@@ -65,14 +65,23 @@ MUTATIONS = [
     ),
     Mutation(
         "last.pt copied over the old file instead of renamed (not atomic)",
-        "transformer/checkpoint.py",
-        [("os.replace(tmp_name, path)", "__import__('shutil').copyfile(tmp_name, path)\n        os.unlink(tmp_name)")],
+        "transformer/files.py",
+        [("os.replace(partial, path)", "__import__('shutil').copyfile(partial, path)")],
         ["tests/test_checkpoint.py", "tests/test_resume.py::test_sigkill_while_saving_leaves_a_run_that_resumes"],
+    ),
+    Mutation(
+        "a failed write leaves its temporary file behind",
+        "transformer/files.py",
+        [("        partial.unlink(missing_ok=True)\n", "        pass\n")],
+        [
+            "tests/test_checkpoint.py::test_a_real_failed_write_is_one_line_and_keeps_the_previous_checkpoint",
+            "tests/test_broken_files.py::test_training_on_a_truncated_corpus_writes_nothing",
+        ],
     ),
     Mutation(
         "checkpoint written in place (not atomic)",
         "transformer/checkpoint.py",
-        [("torch.save(state, writer)", "torch.save(state, path)")],
+        [("**state}, writer)", "**state}, path)")],
         ["tests/test_checkpoint.py"],
     ),
     Mutation(
@@ -140,6 +149,65 @@ MUTATIONS = [
         ["tests/test_beam.py"],
     ),
     Mutation(
+        "sampling: top-k keeps one piece too many",
+        "transformer/decoding.py",
+        [("ranked[:, top_k:] = float", "ranked[:, top_k + 1 :] = float")],
+        ["tests/test_sampling.py"],
+    ),
+    Mutation(
+        "sampling: the nucleus stops before the piece that reaches top_p",
+        "transformer/decoding.py",
+        [("probs.cumsum(-1) - probs >= top_p", "probs.cumsum(-1) >= top_p")],
+        ["tests/test_sampling.py"],
+    ),
+    Mutation(
+        "sampling: the temperature multiplies the logits",
+        "transformer/decoding.py",
+        [("logits.float() / sampling.temperature", "logits.float() * sampling.temperature")],
+        ["tests/test_sampling.py"],
+    ),
+    Mutation(
+        "sampling: the seed ignored",
+        "transformer/decoding.py",
+        [("torch.Generator(device).manual_seed(sampling.seed)", "torch.Generator(device).manual_seed(0)")],
+        ["tests/test_sampling.py"],
+    ),
+    Mutation(
+        "sampling: noise drawn for the sentences still decoding only (a draw depends on when the others end)",
+        "transformer/decoding.py",
+        [
+            (
+                "torch.rand((batch, logits.size(-1)), generator=generator, device=device)[alive]",
+                "torch.rand((alive.size(0), logits.size(-1)), generator=generator, device=device)",
+            )
+        ],
+        ["tests/test_sampling.py"],
+    ),
+    Mutation(
+        "sampling: every batch of a call draws from the user's seed itself",
+        "transformer/translator.py",
+        [("seed=batch_seed(d.seed, batch))", "seed=d.seed)")],
+        ["tests/test_sampling.py"],
+    ),
+    Mutation(
+        "sampling accepted with a beam (the beam search runs, ignoring the temperature)",
+        "transformer/translator.py",
+        [("if decoding.temperature > 0 and decoding.beam_size > 1:", "if False:")],
+        ["tests/test_sampling.py", "tests/test_serve.py"],
+    ),
+    Mutation(
+        "serving: sampled requests share a Translator call (a request's draws depend on the others)",
+        "transformer/serving.py",
+        [("id(job) if job.sampled else ", "")],
+        ["tests/test_serve.py"],
+    ),
+    Mutation(
+        "serving: a sampling setting's range not checked",
+        "transformer/serving.py",
+        [("        if not ok(value):\n", "        if False:\n")],
+        ["tests/test_serve.py"],
+    ),
+    Mutation(
         "streaming: a chunk waits until it is full",
         "transformer/text.py",
         [("if lines and waits and not select", "if False and lines and waits and not select")],
@@ -154,7 +222,12 @@ MUTATIONS = [
     Mutation(
         "serving: one translation dropped",
         "transformer/serving.py",
-        [(".with_search(beam).translate(sentences)", ".with_search(beam).translate(sentences)[:-1]")],
+        [
+            (
+                ".with_search(**group[0].search).translate(sentences)",
+                ".with_search(**group[0].search).translate(sentences)[:-1]",
+            )
+        ],
         ["tests/test_serve.py"],
     ),
     Mutation(
@@ -225,8 +298,8 @@ MUTATIONS = [
     ),
     Mutation(
         "training.clip_norm ignored (gradients never clipped)",
-        "transformer/trainer.py",
-        [("self.model.parameters(), t.clip_norm or math.inf)", "self.model.parameters(), math.inf)")],
+        "transformer/optimization.py",
+        [("(parameters, training.clip_norm or math.inf)", "(parameters, math.inf)")],
         ["tests/test_training.py::test_the_update_sees_gradients_clipped_to_clip_norm"],
     ),
     Mutation(
@@ -273,6 +346,103 @@ MUTATIONS = [
         "transformer/threads.py",
         [("            torch.set_num_threads(threads)\n", "")],
         ["tests/test_user_files.py::test_a_busy_loop_beside_training_takes_a_thread_away_and_its_end_gives_it_back"],
+    ),
+    Mutation(
+        "the warm-up ignores the budget (a slow machine never reaches the peak learning rate)",
+        "transformer/optimization.py",
+        [("warm = max(warm, spent / warmup_share)", "warm = warm")],
+        ["tests/test_training.py::test_a_slow_machine_still_warms_up_to_near_the_peak"],
+    ),
+    Mutation(
+        "benchmark --profile: the optimizer's time counted as elementwise",
+        "transformer/benchmarking.py",
+        [('REGIONS = ("data", "optimizer", "loss")', 'REGIONS = ("data", "loss")')],
+        ["tests/test_benchmark.py::test_the_benchmark_reports_training_and_decoding_on_the_device_it_was_given"],
+    ),
+    Mutation(
+        "--init-from: the new run starts from fresh weights",
+        "transformer/prepare.py",
+        [
+            (
+                "    if trained is not None:\n        load_weights(",
+                "    if checkpoint is not None:\n        load_weights(",
+            )
+        ],
+        ["tests/test_init_from.py::test_the_first_step_of_a_run_from_a_trained_model_has_that_models_loss"],
+    ),
+    Mutation(
+        "--init-from: the new run trains a tokenizer of its own",
+        "transformer/prepare.py",
+        [
+            (
+                "tokenizer = trained.tokenizer if trained is not None",
+                "tokenizer = checkpoint.tokenizer if checkpoint is not None",
+            )
+        ],
+        ["tests/test_init_from.py::test_the_first_step_of_a_run_from_a_trained_model_has_that_models_loss"],
+    ),
+    Mutation(
+        "--init-from: the new run takes the source's optimizer and step",
+        "transformer/prepare.py",
+        [
+            (
+                "Progress() if checkpoint is None else _restore(checkpoint,",
+                "Progress() if trained is None else _restore(trained,",
+            )
+        ],
+        ["tests/test_init_from.py::test_the_first_step_of_a_run_from_a_trained_model_has_that_models_loss"],
+    ),
+    Mutation(
+        "--init-from: the EMA average restarts from the weights instead of the source's average",
+        "transformer/prepare.py",
+        [
+            (
+                'and trained is not None and "ema" in trained.state',
+                'and checkpoint is not None and "ema" in trained.state',
+            )
+        ],
+        ["tests/test_init_from.py::test_the_first_step_of_a_run_from_a_trained_model_has_that_models_loss"],
+    ),
+    Mutation(
+        "--init-from: a --set that contradicts the model's shape is overridden without a word",
+        "transformer/prepare.py",
+        [("        if key in given_keys:\n", "        if False:\n")],
+        ["tests/test_init_from.py::test_a_set_that_contradicts_the_models_shape_is_one_line"],
+    ),
+    Mutation(
+        "--resume with --init-from accepted (the resume silently ignores --init-from)",
+        "transformer/prepare.py",
+        [("    if resume and init_from is not None:\n", "    if False:\n")],
+        ["tests/test_init_from.py::test_resume_and_init_from_together_are_one_line"],
+    ),
+    Mutation(
+        "a resumed run from a trained model forgets where it started",
+        "transformer/prepare.py",
+        [('checkpoint.state.get("init_from")', "None")],
+        ["tests/test_init_from.py::test_a_run_from_a_trained_model_resumes_exactly_and_keeps_where_it_started"],
+    ),
+    Mutation(
+        "TensorBoard: scalars logged without their step",
+        "transformer/run_files.py",
+        [
+            (
+                'add_scalar(f"{record[\'type\']}/{key}", value, record["step"])',
+                "add_scalar(f\"{record['type']}/{key}\", value)",
+            )
+        ],
+        ["tests/test_tensorboard.py::test_events_hold_each_scalar_at_its_step_and_the_attention_images"],
+    ),
+    Mutation(
+        "TensorBoard: no attention images",
+        "transformer/trainer.py",
+        [("        if self.files.events is not None:  # with", "        if False:  # with")],
+        ["tests/test_tensorboard.py::test_events_hold_each_scalar_at_its_step_and_the_attention_images"],
+    ),
+    Mutation(
+        "TensorBoard: a resumed run shows a killed session's steps after the checkpoint twice",
+        "transformer/run_files.py",
+        [("purge_step=self.first_step + 1 if self.first_step else None", "purge_step=None")],
+        ["tests/test_tensorboard.py::test_a_resumed_run_hides_what_a_killed_session_logged_after_its_last_checkpoint"],
     ),
 ]
 

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from transformer.decoding import Hypothesis, length_penalty, output_limits
+from transformer.decoding import Hypothesis, Search, length_penalty, output_limits
 from transformer.layers import DecoderCache
 from transformer.model import Transformer
 from transformer.specials import BOS_ID, EOS_ID, until_eos
@@ -31,7 +31,7 @@ def old_greedy_decode(
     prefix is recomputed every step (kept for tests and the benchmark). EOS is not allowed before `min_len` pieces.
     """
     batch = src.size(0)
-    limits = output_limits(model, src, max_len_a, max_len_b)
+    limits = output_limits(model, src, Search(max_len_a, max_len_b))
     encoded = model.encode(src)
     steps = int(limits.max())
     tokens = torch.full((batch, steps), EOS_ID, dtype=torch.long, device=src.device)  # (batch, steps)
@@ -88,7 +88,7 @@ def old_beam_search(
     k, batch, device = beam_size, src.size(0), src.device
     if not 1 <= 2 * k <= model.embedding.num_embeddings:
         raise ValueError(f"beam_size must be between 1 and half the vocabulary, got {beam_size}")
-    limits = output_limits(model, src, max_len_a, max_len_b).tolist()
+    limits = output_limits(model, src, Search(max_len_a, max_len_b)).tolist()
     encoded = model.encode(src).select(torch.arange(batch, device=device).repeat_interleave(k))  # batch × k rows
     cache = DecoderCache() if use_cache else None
     sentences = list(range(batch))  # original index of each sentence still searching

@@ -12,8 +12,8 @@ from test_decoding import demo_sources, eos_raised, random_batch
 from test_end_to_end import SENTENCES, assert_translates
 
 from transformer.checkpoint import read_checkpoint
-from transformer.data import read_split
-from transformer.decoding import beam_search, greedy_decode, output_limits
+from transformer.corpora import read_split
+from transformer.decoding import Search, beam_search, greedy_decode, output_limits
 from transformer.specials import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -36,7 +36,7 @@ def test_beam_1_is_greedy_token_for_token(translator):
 @pytest.mark.parametrize("k", [2, 4, 8])
 def test_scores_are_the_model_log_probability_and_n_best_is_sorted(translator, k):
     model, src = translator.model, demo_sources(translator)
-    limits = output_limits(model, src, 1.5, 10).tolist()
+    limits = output_limits(model, src, Search()).tolist()
     results = beam_search(model, src, beam_size=k, n_best=k)
     for row, hyps in enumerate(results):
         assert 1 <= len(hyps) <= k and all(EOS_ID not in h.ids for h in hyps)
@@ -73,7 +73,7 @@ def textbook_beam_search(model, source, k, limit, n_best):
 
 
 def assert_equals_textbook(model, src, k):
-    limits = output_limits(model, src, 1.5, 10).tolist()
+    limits = output_limits(model, src, Search()).tolist()
     for row, hyps in enumerate(beam_search(model, src, beam_size=k, n_best=k)):
         source = src[row : row + 1, : int((src[row] != PAD_ID).sum())]
         expected = textbook_beam_search(model, source, k, limits[row], n_best=k)
@@ -113,7 +113,7 @@ def test_batched_beam_equals_one_sentence_at_a_time_and_the_cache_changes_nothin
     batched = beam_search(model, src, beam_size=4, alpha=1.0, n_best=3)
     lengths = (src != PAD_ID).sum(1).tolist()
     single = [beam_search(model, src[i : i + 1, : lengths[i]], 4, 1.0, 3)[0] for i in range(len(lengths))]
-    uncached = beam_search(model, src, beam_size=4, alpha=1.0, n_best=3, use_cache=False)
+    uncached = beam_search(model, src, beam_size=4, alpha=1.0, n_best=3, search=Search(use_cache=False))
     for other in (single, uncached):
         assert [[h.ids for h in hyps] for hyps in batched] == [[h.ids for h in hyps] for hyps in other]
         for a, b in zip(batched, other, strict=True):
@@ -122,7 +122,7 @@ def test_batched_beam_equals_one_sentence_at_a_time_and_the_cache_changes_nothin
 
 def test_a_length_penalty_ranks_by_log_probability_over_gnmt_length(translator):
     src = demo_sources(translator)
-    limits = output_limits(translator.model, src, 1.5, 10).tolist()
+    limits = output_limits(translator.model, src, Search()).tolist()
     results = beam_search(translator.model, src, beam_size=4, alpha=0.6, n_best=4)
     for hyps, limit in zip(results, limits, strict=True):
         for h in hyps:
@@ -184,7 +184,7 @@ def test_the_device_beam_equals_the_old_beam_on_random_models(seed):
         old = old_beam_search(model, src, k, alpha, n_best, a, b, min_len, cache)
         lengths |= {len(h.ids) for hyps in old for h in hyps}
         for check_every in (1, 3, 1000):
-            new = beam_search(model, src, k, alpha, n_best, a, b, min_len, cache, check_every=check_every)
+            new = beam_search(model, src, k, alpha, n_best, Search(a, b, min_len, cache, check_every))
             where = f"{(k, alpha, n_best, a, b, min_len, cache, check_every)}"
             if check_every == 1:  # the same batch at every step: the same arithmetic
                 assert new == old, where

@@ -20,7 +20,9 @@ def tiny_config_file(tmp_path):
 def test_the_benchmark_reports_training_and_decoding_on_the_device_it_was_given(tmp_path, demo_run):
     out = tmp_path / "bench.json"
     args = ["--config", str(tiny_config_file(tmp_path)), "--checkpoint", str(demo_run), "--device", "cpu"]
-    result = run_script("benchmark.py", *args, "--steps", "2", "--warmup", "1", "--single", "2", "--json", str(out))
+    result = run_script(
+        "benchmark.py", *args, "--steps", "2", "--warmup", "1", "--single", "2", "--profile", "--json", str(out)
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and "device: cpu" in result.stdout
@@ -30,6 +32,10 @@ def test_the_benchmark_reports_training_and_decoding_on_the_device_it_was_given(
     assert any(name.startswith("ours, beam 5") for name in decoding)
     assert any(name.startswith("torch.nn.Transformer") for name in decoding)
     assert all(d["sentences_per_s"] > 0 for d in decoding.values())
+    step, decode = report["profile"].values()  # milliseconds by kind: every kind a training step has is seen
+    assert all(step[kind] > 0 for kind in ("matmul", "attention", "elementwise", "loss", "optimizer", "data"))
+    assert decode["matmul"] > 0 and decode["attention"] > 0 and decode["loss"] == decode["optimizer"] == 0
+    assert "where the time goes" in result.stdout
 
     inference = tmp_path / "inference.json"
     result = run_script("benchmark.py", *args, "--inference", "--repeats", "1", "--json", str(inference))

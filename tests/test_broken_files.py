@@ -11,7 +11,7 @@ from helpers import overrides, run_script
 from test_end_to_end import SENTENCES
 
 from transformer.config import DataConfig
-from transformer.data import MULTI30K_URL, read_split
+from transformer.corpora import MULTI30K_URL, read_split
 from transformer.errors import DataError
 
 TRUNCATED = "truncated gzip file (Compressed file ended before the end-of-stream marker was reached)"

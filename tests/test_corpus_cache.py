@@ -10,8 +10,9 @@ from helpers import script_env
 
 from transformer import corpus_cache
 from transformer.config import Config, DataConfig, TokenizerConfig
+from transformer.corpora import read_pairs, read_split
 from transformer.corpus_cache import cached_ids, cached_text, cached_tokenizer
-from transformer.data import batch_plan, collate, encode_pairs, read_pairs, read_split
+from transformer.data import batch_plan, collate, encode_pairs
 from transformer.errors import DataError
 
 WORDS = ("cat", "dog", "horse", "boat", "garden", "book", "house", "car", "apple", "table", "flower", "girl", "woman")
@@ -65,7 +66,7 @@ def test_a_second_start_reads_nothing_but_the_cache(corpus, caplog, monkeypatch)
     def no_reading(path):
         raise AssertionError(f"the corpus was read again: {path}")
 
-    monkeypatch.setattr("transformer.data.iter_lines", no_reading)
+    monkeypatch.setattr("transformer.corpora.iter_lines", no_reading)
     monkeypatch.setattr("transformer.tokenizer.Tokenizer.train", no_reading)
     monkeypatch.setattr("transformer.corpus_cache.encode_batch", no_reading)
     with caplog.at_level("INFO"):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from transformer.config import DataConfig
-from transformer.data import Encoded, batch_plan, padding_fraction, read_split
+from transformer.corpora import read_split
+from transformer.data import Encoded, batch_plan, padding_fraction
 from transformer.demo_corpus import demo_corpus
 from transformer.errors import DataError
 from transformer.text import clean_text, iter_lines
@@ -166,7 +167,8 @@ def test_hub_corpus_is_loaded_through_datasets(tmp_path):
 
 def test_overlong_pairs_are_dropped_and_counted(caplog):
     from transformer.config import TokenizerConfig
-    from transformer.data import Pairs, encode_pairs
+    from transformer.corpora import Pairs
+    from transformer.data import encode_pairs
     from transformer.tokenizer import Tokenizer
 
     short, long_src, long_tgt = ("A cat.", "Un chat."), ("A cat " * 30, "Un chat."), ("A cat.", "Un chat " * 30)

@@ -5,7 +5,7 @@ import torch
 from helpers import random_ids, tiny_model
 from reference_decoding import old_greedy_decode
 
-from transformer.decoding import greedy_decode
+from transformer.decoding import Search, greedy_decode
 from transformer.demo_corpus import demo_corpus
 from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad
 
@@ -27,20 +27,20 @@ def test_batched_decoding_equals_one_sentence_at_a_time(translator):
 
 def test_cached_greedy_decoding_gives_the_same_tokens_as_recomputation(translator):
     src = demo_sources(translator)
-    cached = greedy_decode(translator.model, src, use_cache=True)
+    cached = greedy_decode(translator.model, src, Search(use_cache=True))
     assert all(cached)
-    assert cached == greedy_decode(translator.model, src, use_cache=False)
+    assert cached == greedy_decode(translator.model, src, Search(use_cache=False))
 
 
 def test_outputs_stop_at_the_length_limit_and_never_contain_eos(translator):
     src = demo_sources(translator)
     lengths = (src != PAD_ID).sum(1)
     for a, b in ((0.0, 1), (0.0, 3), (0.5, 2)):
-        hyps = greedy_decode(translator.model, src, max_len_a=a, max_len_b=b)
+        hyps = greedy_decode(translator.model, src, Search(max_len_a=a, max_len_b=b))
         limits = (lengths.float() * a + b).long().tolist()
         assert all(len(h) <= limit for h, limit in zip(hyps, limits, strict=True))
         assert all(EOS_ID not in h for h in hyps)
-    assert max(len(h) for h in greedy_decode(translator.model, src, 0.0, 3)) == 3  # the limit is reached
+    assert max(len(h) for h in greedy_decode(translator.model, src, Search(0.0, 3))) == 3  # the limit is reached
 
 
 @torch.no_grad()
@@ -84,5 +84,5 @@ def test_the_device_loop_equals_the_old_loop_on_random_models(seed):
         old = old_greedy_decode(model, src, a, b, use_cache=use_cache, min_len=min_len)
         assert len({len(h) for h in old}) > 1  # sentences end at different steps
         for check_every in (1, 3, 1000):
-            new = greedy_decode(model, src, a, b, use_cache=use_cache, min_len=min_len, check_every=check_every)
+            new = greedy_decode(model, src, Search(a, b, min_len, use_cache, check_every))
             assert new == old, (a, b, min_len, use_cache, check_every)

@@ -11,7 +11,7 @@ from helpers import run_script, train_demo
 
 from transformer import Translator
 from transformer.checkpoint import read_checkpoint
-from transformer.data import read_split
+from transformer.corpora import read_split
 from transformer.decoding import greedy_decode
 from transformer.demo_corpus import demo_corpus
 from transformer.specials import BOS_ID, pad

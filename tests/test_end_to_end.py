@@ -10,7 +10,7 @@ import torch
 from helpers import run_script
 
 from transformer.checkpoint import read_checkpoint
-from transformer.data import read_split
+from transformer.corpora import read_split
 
 SENTENCES = ["The black cat sleeps near the house.", "Two small dogs go to the garden.", "The horses walk."]
 

@@ -1,7 +1,8 @@
 import torch
 
 from transformer.config import ModelConfig
-from transformer.data import Pairs, collate, encode_pairs
+from transformer.corpora import Pairs
+from transformer.data import collate, encode_pairs
 from transformer.decoding import greedy_decode
 from transformer.model import Transformer
 from transformer.tokenizer import Tokenizer

@@ -6,7 +6,7 @@ import pytest
 from helpers import run_script
 from test_training import trainer  # noqa: F401  (fixture)
 
-from transformer import trainer as trainer_module
+from transformer import run_files as run_files_module
 
 pytest.importorskip("matplotlib")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,7 +25,7 @@ def test_a_failing_drawing_is_said_once_and_training_goes_on(trainer, monkeypatc
     def broken(*args):  # matplotlib is there but fails (without it, curves are not drawn and nothing is said)
         raise ValueError("Image size of 90000x720 pixels is too large")
 
-    monkeypatch.setattr(trainer_module, "save_curves", broken)
+    monkeypatch.setattr(run_files_module, "save_curves", broken)
     trainer.validate()
     trainer.validate()
     assert capsys.readouterr().err.count("curves.png not drawn: Image size of 90000x720 pixels is too large") == 1

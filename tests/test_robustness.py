@@ -23,6 +23,14 @@ def test_unusual_inputs_translate_line_for_line(translator, caplog):
     assert out == one_at_a_time(translator, lines)
 
 
+def test_unusual_inputs_sample_line_for_line_the_same_each_time(translator):
+    lines = ["", "🐈 😺 🐕", "x" * 3000, "The cat " * 400, "\x00\x07", "The black cat sleeps near the house."]
+    sampler = translator.with_search(temperature=1.0, top_p=0.9, seed=0)
+    out = sampler.translate(lines)
+    assert len(out) == len(lines) and out[0] == out[4] == "" and all("\n" not in line for line in out)
+    assert out == sampler.translate(lines)
+
+
 def test_batched_and_unbatched_translation_agree(translator):
     sentences = [en for en, _ in demo_corpus(50, 5, 5, seed=99)["train"][:16]]
     batched = translator.translate(sentences)

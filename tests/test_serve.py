@@ -92,7 +92,7 @@ def test_waiting_requests_share_one_translator_call_per_beam(translator):
         greedy = [worker.translate([s]) for s in SENTENCES]
         gone = worker.translate([CAT])
         assert gone.cancel()  # its client went away before its turn
-        beam = worker.translate(SENTENCES[:2], beam=2)
+        beam = worker.translate(SENTENCES[:2], beam_size=2)
         failing = worker.call(lambda: 1 / 0)
         gate.set()
         assert [f.result(60) for f in greedy] == [[t] for t in translator.translate(SENTENCES)]
@@ -104,6 +104,26 @@ def test_waiting_requests_share_one_translator_call_per_beam(translator):
         worker.close()
 
 
+def test_sampled_requests_are_the_translators_each_translated_alone(client, translator):
+    sampling = {"temperature": 1.5, "top_k": 5, "top_p": 0.9, "seed": 4}
+    expected = translator.with_search(**sampling).translate(SENTENCES)
+    assert post(client, "/translate", {"text": SENTENCES, **sampling}) == (200, {"translations": expected})
+    assert post(client, "/translate", {"text": SENTENCES, "temperature": 1.5, "top_k": 1}) == (
+        200, {"translations": translator.translate(SENTENCES)}
+    )  # fmt: skip
+    worker = BatchingWorker(translator)
+    try:
+        busy, gate = threading.Event(), threading.Event()
+        worker.call(lambda: busy.set() or gate.wait(60))
+        assert busy.wait(60)
+        alone = [worker.translate([s], **sampling) for s in SENTENCES]  # the same settings, yet a call each
+        gate.set()
+        assert [f.result(60) for f in alone] == [translator.with_search(**sampling).translate([s]) for s in SENTENCES]
+        assert worker.stats == {"requests": 3, "sentences": 3, "translator_calls": 3}
+    finally:
+        worker.close()
+
+
 def test_each_limit_is_a_4xx_naming_it(client):
     at_limit = {"text": ["x" * 60] * 8, "beam": 5}
     assert post(client, "/translate", at_limit)[0] == 200
@@ -111,6 +131,12 @@ def test_each_limit_is_a_4xx_naming_it(client):
         ({"text": ["a"] * 9}, 413, "at most 8 sentences per request, got 9"),
         ({"text": ["a", "x" * 61]}, 422, "text[1]: at most 60 characters per sentence, got 61"),
         ({"text": ["a"], "beam": 6}, 422, '"beam" must be between 1 and 5, got 6'),
+        ({"text": ["a"], "temperature": -1}, 422, '"temperature" must be >= 0 (0: no sampling), got -1.0'),
+        ({"text": ["a"], "temperature": 1, "top_k": -1}, 422, '"top_k" must be >= 0 (0: every piece), got -1'),
+        ({"text": ["a"], "temperature": 1, "top_p": 1.5}, 422, '"top_p" must be in (0, 1], got 1.5'),
+        ({"text": ["a"], "temperature": 1, "seed": -1}, 422, '"seed" must be >= 0, got -1'),
+        ({"text": ["a"], "temperature": 1, "beam": 2}, 422, "sampling takes beam size 1 (one draw a sentence), not 2"),
+        ({"text": [], "top_p": 0.5}, 422, "top-k, top-p and the seed shape sampling: give a temperature > 0 as well"),
         (
             big := {"text": ["a"], "pad": "x" * 2000},
             413,
@@ -134,6 +160,11 @@ BAD_TRANSLATE = [
     b'{"text": ["a"], "beam": -1}', b'{"text": ["a"], "beam": 1e9}', b'{"text": ["a"], "beam": 2.5}',
     b'{"text": ["a"], "beam": "2"}', b'{"text": ["a"], "beam": true}', b'{"text": ["a"], "beam": NaN}',
     b'{"text": ["a"], "beam": ' + b"9" * 5000 + b"}", b'{"text": ["a"], "beem": 2}', b'{"text": ["a"]} trailing',
+    b'{"text": ["a"], "temperature": NaN}', b'{"text": ["a"], "temperature": Infinity}',
+    b'{"text": ["a"], "temperature": "hot"}', b'{"text": ["a"], "temperature": ' + b"9" * 400 + b"}",
+    b'{"text": ["a"], "temperature": 1, "top_k": 2.5}', b'{"text": ["a"], "temperature": 1, "top_p": 0}',
+    b'{"text": ["a"], "temperature": 1, "top_p": true}', b'{"text": ["a"], "temperature": 1, "seed": "1"}',
+    b'{"text": ["a"], "temperature": 0.5, "beam": 3}', b'{"text": ["a"], "seed": 1}', b'{"text": ["a"], "top_k": 1}',
 ]  # fmt: skip
 BAD_ATTENTION = [b"", b"{", b"[]", b'{"text": ["a"]}', b'{"text": 3}', b'{"text": ""}', b'{"text": "  "}',
                  b'{"text": "a", "beam": 2}', b'{"txt": "a"}']  # fmt: skip

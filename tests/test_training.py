@@ -42,6 +42,18 @@ def test_budget_schedules_warm_up_then_reach_zero_when_the_budget_ends(schedule)
     assert math.isclose(after[5], middle)
 
 
+def test_a_slow_machine_still_warms_up_to_near_the_peak():
+    """600 warm-up steps in a budget a slow machine spends in 600 steps meet REX's decay at 0.59 of the peak; with
+    the warm-up ending at 40% of the budget at the latest, 0.81. A machine making 1,638 steps warms up as before."""
+
+    def peak(steps, share):
+        return max(learning_rate(s, 1.0, 600, "rex", s / steps, share) for s in range(1, steps + 1))
+
+    assert peak(600, 0.0) < 0.6 and peak(600, 0.4) > 0.8
+    assert peak(1638, 0.4) == peak(1638, 0.0)
+    assert learning_rate(10, 1.0, 100, "inverse_sqrt", 0.9, 0.4) == 0.1  # inverse_sqrt knows no budget
+
+
 def test_the_budget_spent_is_the_share_of_minutes_or_steps_whichever_is_further():
     training = tiny_config(training__max_steps=100, training__max_minutes=10).training
     assert budget_spent(Progress(step=20, elapsed=60), training) == 0.2  # steps ahead
@@ -217,9 +229,9 @@ def test_auto_precision_is_bf16_only_where_native_and_measured_faster(monkeypatc
     never = lambda bf16: pytest.fail("no trial when the precision is given")  # noqa: E731
     assert choose_bf16("fp32", cpu, never) == (False, "as configured")
     assert choose_bf16("bf16", cpu, never) == (True, "as configured")
-    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: False)
     assert choose_bf16("auto", cpu, never)[0] is False
-    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)
     bf16, why = choose_bf16("auto", cpu, lambda bf16: 0.010 if bf16 else 0.020)
     assert bf16 and why.endswith("10 ms in bf16, 20 ms in fp32: bf16")
     bf16, why = choose_bf16("auto", cpu, lambda bf16: 0.030 if bf16 else 0.020)
@@ -246,7 +258,7 @@ def test_the_precision_trial_changes_nothing_the_run_computes(tmp_path, monkeypa
 
     told = train("told", "fp32")
     monkeypatch.setattr(prepare_module, "choose_bf16", trial_then_fp32)
-    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: True)
     chose = train("chose", "auto")
     assert len(trials) == 1 and all(t > 0 for t in trials[0])
     assert told["bf16"] is chose["bf16"] is False

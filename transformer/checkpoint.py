@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from transformer.config import Config, config_from_dict
 from transformer.errors import CheckpointError, ToolkitError
+from transformer.files import atomic_file
 from transformer.model import Transformer
 from transformer.tokenizer import Tokenizer
 
@@ -27,32 +27,17 @@ REQUIRED_KEYS = ("format_version", "config", "tokenizer", "model")
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename: a crash at any instant leaves either
-    the old file or the new one, never a torn one. A failed write leaves the previous checkpoint untouched."""
+    """Through `atomic_file`: a crash or a failed write leaves the old checkpoint or the new one, never a torn one."""
     path = Path(path)
-    state = {"format_version": FORMAT_VERSION, **state}
-    tmp_name = writer = None
+    writer = None
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-            tmp_name = f.name
-            writer = _Writer(f)
-            torch.save(state, writer)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        with atomic_file(path) as file:
+            writer = _Writer(file)
+            torch.save({"format_version": FORMAT_VERSION, **state}, writer)
     except (OSError, RuntimeError) as e:  # torch.save turns a failed write (a full disk) into a RuntimeError
-        cause = writer.error if writer is not None and writer.error is not None else e
+        cause = writer.error if writer and writer.error else e
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).strip().split("\n")[0]
         raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
-    finally:
-        if tmp_name is not None and os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 class _Writer:

@@ -109,6 +109,9 @@ class TrainingConfig:
     accumulate: int = 1  # batches per optimizer step
     lr: float = 1e-3  # peak learning rate, reached at the end of warm-up
     warmup_steps: int = 1000  # linear warm-up over this many steps
+    # with linear, cosine or rex: the warm-up also ends once this share of the budget is spent, so a slow machine
+    # that makes few steps still reaches the peak; 0 = warmup_steps alone
+    warmup_share: float = 0.4
     # after warm-up: inverse_sqrt never reaches zero; linear, cosine and rex decay with the share of the budget spent
     # (of max_minutes or max_steps, whichever is further along) and reach zero as it ends, on a slow machine as on a
     # fast one
@@ -133,7 +136,7 @@ class TrainingConfig:
 
 @dataclass
 class DecodingConfig:
-    """Translation: search, length limits and batching (translate, evaluate, serve and validation use it)."""
+    """Translation: search or sampling, length limits, batching (translate, evaluate, serve and validation use it)."""
 
     max_len_a: float = 1.5  # output length limit = a × source pieces + b: the a
     max_len_b: int = 10  # the b of the output length limit, at least 1
@@ -143,6 +146,12 @@ class DecodingConfig:
     # 0 ranks by log-probability alone, which favours short outputs
     length_penalty: float = 0.0
     n_best: int = 1  # translations printed per sentence, best first; at most beam_size (translate --n-best)
+    # > 0: sample each piece from the model's distribution at this temperature instead of searching (translate
+    # --temperature; needs beam_size 1): below 1 sharper, above 1 flatter; 0 = greedy or beam search
+    temperature: float = 0.0
+    top_k: int = 0  # sampling draws among the k most probable pieces only; 0 = all (translate --top-k)
+    top_p: float = 1.0  # then only the fewest most probable pieces whose probability reaches p; 1 = all (--top-p)
+    seed: int = 0  # sampling's seed: the same seed, sentences and batch_size give the same output (translate --seed)
 
 
 @dataclass
@@ -344,6 +353,7 @@ def validate(config: Config, source: str = "config") -> None:
     )
     need(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas", "must be two numbers in [0, 1)")
     need(0 <= tr.ema < 1, "training.ema", f"must be in [0, 1), got {tr.ema}")
+    need(0 <= tr.warmup_share <= 1, "training.warmup_share", f"must be in [0, 1], got {tr.warmup_share}")
     need(0 <= tr.label_smoothing < 1, "training.label_smoothing", f"must be in [0, 1), got {tr.label_smoothing}")
     keys = ("threads", "warmup_steps", "weight_decay", "clip_norm", "max_steps", "max_epochs", "max_minutes")
     at_least(tr, "training", (*keys, "eval_sentences", "patience", "keep_checkpoints"), 0)
@@ -353,6 +363,11 @@ def validate(config: Config, source: str = "config") -> None:
     at_least(dec, "decoding", ("batch_size", "beam_size", "n_best"), 1)
     need(dec.length_penalty >= 0, "decoding.length_penalty", f"must be >= 0, got {dec.length_penalty}")
     need(dec.n_best <= dec.beam_size, "decoding.n_best", f"must be <= decoding.beam_size ({dec.beam_size})")
+    need(dec.temperature >= 0, "decoding.temperature", f"must be >= 0 (0 = no sampling), got {dec.temperature}")
+    sampling = f"must be 1 when sampling (decoding.temperature > 0), got {dec.beam_size}"
+    need(dec.temperature == 0 or dec.beam_size == 1, "decoding.beam_size", sampling)
+    at_least(dec, "decoding", ("top_k", "seed"), 0)
+    need(0 < dec.top_p <= 1, "decoding.top_p", f"must be in (0, 1], got {dec.top_p}")
 
 
 def _build_section(name: str, values: Any, source: str) -> Any:

@@ -1,8 +1,9 @@
 """The training split on disk: its cleaned text, the tokenizer trained on it and its piece ids, each made once.
 
-A corpus of millions of pairs is never held in Python lists. It streams from its files into an Arrow file; the
-tokenizer trains on a sample of it; `datasets.map` encodes it (in several processes when it is large) into Arrow
-files that training reads memory-mapped. Each result is cached under data.cache_dir, keyed by what it depends on:
+The middle step of corpora → corpus_cache → data. A corpus of millions of pairs is never held in Python lists: it
+streams from `corpora.read_pairs` into an Arrow file; the tokenizer trains on a sample of it; `datasets.map` runs
+`data.encode_batch` over it (in several processes when it is large) into Arrow files that training reads
+memory-mapped. Each result is cached under data.cache_dir, keyed by what it depends on:
 
     corpora/<split>-<key>/text.arrow               the corpus: its files with their sizes and times (`source_identity`)
     corpora/<split>-<key>/tokenizer-<key>.model    + the tokenizer config, sample size included
@@ -15,6 +16,7 @@ lengths), so changing it costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,7 +34,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from transformer.config import Config, DataConfig
-from transformer.data import Encoded, cache_root, encode_batch, read_pairs, source_identity, split_name
+from transformer.corpora import cache_root, read_pairs, source_identity, split_name
+from transformer.data import Encoded, encode_batch
+from transformer.files import atomic_file
 from transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -56,22 +60,18 @@ def cached_text(config: DataConfig, role: str = "train") -> datasets.Dataset:
         log.info("%s: %d pairs of text from the cache %s", split_name(config, role), len(text), path.parent)
         return text
     started = time.perf_counter()
-    # Written beside the corpus's directory, which appears only once the text is whole: a corpus that fails to read
-    # (a truncated gzip file, a line count that differs) leaves no cache entry behind.
-    path.parent.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.parent.with_name(f".{path.parent.name}.text.arrow.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(desc="reading", unit=" pairs", unit_scale=True, disable=None, file=sys.stderr, leave=False)
     try:
-        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
+        with bar, atomic_file(path) as file, pa.ipc.new_stream(file, SCHEMA) as writer:
             for chunk in _chunks(read_pairs(config, role), WRITE_BATCH):
                 src, tgt = zip(*chunk, strict=True)
                 writer.write_batch(pa.record_batch([pa.array(src, pa.string()), pa.array(tgt, pa.string())], SCHEMA))
                 bar.update(len(chunk))
-        path.parent.mkdir(exist_ok=True)
-        os.replace(partial, path)
-    finally:
-        bar.close()
-        partial.unlink(missing_ok=True)
+    except BaseException:  # a corpus that fails to read (a truncated gzip file, a line count that differs)
+        with contextlib.suppress(OSError):  # leaves no cache entry behind, not even an empty one
+            path.parent.rmdir()
+        raise
     text = datasets.Dataset.from_file(str(path))
     log.info("%s: read %d pairs in %.1f s into %s", split_name(config, role), len(text), _since(started), path)
     return text
@@ -92,7 +92,8 @@ def cached_tokenizer(config: Config, text: datasets.Dataset) -> Tokenizer:
         f"all {sentences} sentences" if sentences <= sample else f"a random {sample} of the {sentences} sentences",
     )
     tokenizer = Tokenizer.train(_sentences(text, sample), config.tokenizer)
-    _write_atomic(path, tokenizer.model_bytes)
+    with atomic_file(path) as file:
+        file.write(tokenizer.model_bytes)
     log.info("tokenizer: trained in %.1f s, saved to %s", _since(started), path)
     return tokenizer
 
@@ -124,7 +125,8 @@ def cached_ids(config: DataConfig, text: datasets.Dataset, tokenizer: Tokenizer)
         desc="encoding",
     )
     files = [Path(f["filename"]).name for f in ids.cache_files]
-    _write_atomic(done, json.dumps({"files": files, "pairs": len(ids)}).encode())
+    with atomic_file(done) as file:
+        file.write(json.dumps({"files": files, "pairs": len(ids)}).encode())
     log.info("%s: encoded %d pairs in %.1f s into %s", config.train_split, len(ids), _since(started), directory)
     return Encoded.of(ids, config.max_len)
 
@@ -154,13 +156,6 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write to a temporary name, then rename: a killed run never leaves a half-written cache entry."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_bytes(payload)
-    os.replace(partial, path)
 
 
 def _since(started: float) -> float:

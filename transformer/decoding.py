@@ -1,21 +1,57 @@
-"""Greedy and beam search. The search is not the model: it drives the model through `encode` and `decode` only."""
+"""Greedy search, sampling and beam search. The search is not the model: it drives the model through `encode` and
+`decode` only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from transformer.config import DecodingConfig
 from transformer.layers import DecoderCache
 from transformer.model import Transformer
 from transformer.specials import BOS_ID, EOS_ID, PAD_ID, until_eos
 
 
-def output_limits(model: Transformer, src: torch.Tensor, max_len_a: float, max_len_b: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class Search:
+    """What greedy and beam search share: how long a translation may be, and how the loop runs (speed, not output)."""
+
+    max_len_a: float = 1.5  # a translation has at most a × source pieces + b pieces
+    max_len_b: int = 10
+    min_len: int = 0  # and no EOS before this many pieces
+    use_cache: bool = True  # keys and values kept: one new position a step; False: whole prefixes recomputed (tests)
+    check_every: int | None = None  # steps between reads of the stop test; None: `check_interval` of the device
+
+    @classmethod
+    def of(cls, decoding: DecodingConfig) -> Search:
+        return cls(decoding.max_len_a, decoding.max_len_b)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Each piece drawn from the model's distribution at `temperature` (below 1 sharper, above 1 flatter) among the
+    `top_k` most probable pieces (0: all), then within the nucleus (`keep_likely`); a call draws from a generator
+    seeded with `seed`, so the same sources and seed give the same pieces."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def of(cls, decoding: DecodingConfig) -> Sampling | None:
+        """The config's sampling; None where it searches (temperature 0)."""
+        d = decoding
+        return cls(d.temperature, d.top_k, d.top_p, d.seed) if d.temperature > 0 else None
+
+
+def output_limits(model: Transformer, src: torch.Tensor, search: Search) -> torch.Tensor:
     """(batch,) the most pieces each sentence may produce: a * source pieces + b, within the positional table."""
     src_lens = (src != PAD_ID).sum(1)
-    return (src_lens.float() * max_len_a + max_len_b).long().clamp(max=model.config.max_positions - 1)
+    return (src_lens.float() * search.max_len_a + search.max_len_b).long().clamp(max=model.config.max_positions - 1)
 
 
 def check_interval(device: torch.device) -> int:
@@ -25,40 +61,62 @@ def check_interval(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
+def keep_likely(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """(rows, vocab) `logits` with -inf outside each row's `top_k` most probable pieces (0: all), then outside the
+    nucleus of those left: the fewest most probable whose probability among them reaches `top_p` (Holtzman et al.)."""
+    if not (0 < top_k < logits.size(-1) or top_p < 1):
+        return logits
+    ranked, order = logits.sort(-1, descending=True)  # (rows, vocab) each
+    if 0 < top_k < ranked.size(-1):
+        ranked[:, top_k:] = float("-inf")
+    if top_p < 1:
+        probs = ranked.softmax(-1)
+        ranked = ranked.masked_fill(probs.cumsum(-1) - probs >= top_p, float("-inf"))  # those before already reach p
+    return logits.scatter(-1, order, ranked)
+
+
+def next_pieces(sampling: Sampling | None, batch: int, device: torch.device) -> Callable[..., torch.Tensor]:
+    """What picks each step's pieces, (alive, vocab) logits and the alive rows → (alive,) ids: the most probable, or
+    with `sampling` argmax(logits + Gumbel noise), which is a draw from softmax(logits) (the Gumbel-max trick). The
+    noise is drawn for every row of the batch at every step, so a row's draws never depend on when the others end."""
+    if sampling is None:
+        return lambda logits, alive: logits.argmax(-1)
+    generator = torch.Generator(device).manual_seed(sampling.seed)
+
+    def draw(logits: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        uniform = torch.rand((batch, logits.size(-1)), generator=generator, device=device)[alive]  # (alive, vocab)
+        kept = keep_likely(logits.float() / sampling.temperature, sampling.top_k, sampling.top_p)
+        return (kept - (-uniform.log()).log()).argmax(-1)  # - log(-log(uniform)): Gumbel noise
+
+    return draw
+
+
 @torch.no_grad()
 def greedy_decode(
-    model: Transformer,
-    src: torch.Tensor,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    use_cache: bool = True,
-    min_len: int = 0,
-    check_every: int | None = None,
+    model: Transformer, src: torch.Tensor, search: Search = Search(), sampling: Sampling | None = None
 ) -> list[list[int]]:
-    """Translate a batch of sources (batch, src_len) into piece ids, without BOS or EOS.
+    """Translate a batch of sources (batch, src_len) into piece ids, without BOS or EOS: each piece the most probable
+    (greedy search), or with `sampling` drawn from the model's distribution.
 
-    Each sentence stops at its end-of-sentence token or at a*src_len+b pieces. A finished sentence only adds EOS
-    from then on, and every `check_every` steps (`check_interval`: each step on a CPU) the finished ones leave the
-    batch, so later steps cost only what is still being decoded. With `use_cache`, self-attention keys and values
-    grow by one position a step and cross-attention keys and values are computed once; without it, the whole
-    prefix is recomputed every step (kept for tests and the benchmark). EOS is not allowed before `min_len` pieces.
+    Each sentence stops at its EOS or its length limit; a finished one only adds EOS from then on, and every
+    `check_every` steps (`check_interval`) the finished ones leave the batch: later steps cost only what is left.
     """
-    check_every = check_every or check_interval(src.device)
-    batch = src.size(0)
-    limits = output_limits(model, src, max_len_a, max_len_b)  # (batch,)
+    batch, check_every = src.size(0), search.check_every or check_interval(src.device)
+    choose = next_pieces(sampling, batch, src.device)
+    limits = output_limits(model, src, search)  # (batch,)
     encoded = model.encode(src)
     steps = int(limits.max())
     tokens = torch.full((batch, steps), EOS_ID, dtype=torch.long, device=src.device)  # (batch, steps)
     alive = torch.arange(batch, device=src.device)  # original row of each sentence still in the batch
     finished = torch.zeros(batch, dtype=torch.bool, device=src.device)  # (alive,) ended, not yet removed
-    cache = DecoderCache() if use_cache else None
+    cache = DecoderCache() if search.use_cache else None
     prefix = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=src.device)  # (alive, step + 1)
     for step in range(steps):
         step_input = prefix[:, -1:] if cache is not None else prefix
         logits = model.decode(step_input, encoded, cache).logits[:, -1]  # (alive, vocab)
-        if step < min_len:
+        if step < search.min_len:
             logits[:, EOS_ID] = float("-inf")
-        next_ids = logits.argmax(-1).masked_fill(finished, EOS_ID)  # (alive,)
+        next_ids = choose(logits, alive).masked_fill(finished, EOS_ID)  # (alive,)
         tokens[alive, step] = next_ids
         finished |= (next_ids == EOS_ID) | (limits[alive] <= step + 1)
         if (step + 1) % check_every == 0:  # the only reads of the device's values
@@ -144,18 +202,14 @@ def beam_search(
     beam_size: int = 5,
     alpha: float = 0.0,
     n_best: int = 1,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    min_len: int = 0,
-    use_cache: bool = True,
-    check_every: int | None = None,
+    search: Search = Search(),
 ) -> list[list[Hypothesis]]:
     """Translate a batch of sources (batch, src_len): the `n_best` best hypotheses of each, best first.
 
     Each sentence keeps `beam_size` partial translations as rows of the batch (the key/value cache follows them
     through `DecoderCache.reorder`). A step extends every beam by every piece and keeps the best 2k candidates: those
     ending in EOS among the first k are finished, the best k others go on (as in fairseq and CTranslate2). A sentence is
-    done at its a*src_len+b limit (its beams end as they are) or once no beam can beat its n-best: log-probabilities
+    done at its length limit (its beams end as they are) or once no beam can beat its n-best: log-probabilities
     only fall as a beam grows, and the length penalty divides them by at most its value at the limit. The search is
     tensor work on the device: the finished hypotheses are a pool of the n-best of each sentence, and the values are
     read back only every `check_every` steps (`check_interval`), when done sentences leave the batch, and at the end.
@@ -163,14 +217,14 @@ def beam_search(
     k, batch, device = beam_size, src.size(0), src.device
     if not 1 <= 2 * k <= model.embedding.num_embeddings:
         raise ValueError(f"beam_size must be between 1 and half the vocabulary, got {beam_size}")
-    check_every = check_every or check_interval(device)
-    limits = output_limits(model, src, max_len_a, max_len_b)  # (batch,)
+    check_every = search.check_every or check_interval(device)
+    limits = output_limits(model, src, search)  # (batch,)
     steps = int(limits.max())
     # The penalty at each sentence's limit, computed as the host computes every other penalty: the same rounding.
     limit_penalty = torch.tensor([length_penalty(n, alpha) for n in limits.tolist()], dtype=torch.float64)
     limit_penalty = limit_penalty.to(device)  # (batch,)
     encoded = model.encode(src).select(torch.arange(batch, device=device).repeat_interleave(k))  # batch × k rows
-    cache = DecoderCache() if use_cache else None
+    cache = DecoderCache() if search.use_cache else None
     sentences = torch.arange(batch, device=device)  # original index of each sentence still in the batch
     done = torch.zeros(batch, dtype=torch.bool, device=device)  # (alive,) done, not yet removed
     scores = torch.full((batch, k), float("-inf"), device=device)  # (alive, k) log-probability of each beam
@@ -183,7 +237,7 @@ def beam_search(
         step_input = history[:, -1:] if cache is not None else history
         logits = model.decode(step_input, encoded, cache).logits[:, -1]  # (n × k, vocab)
         log_probs = logits.float().log_softmax(-1)
-        if step < min_len:
+        if step < search.min_len:
             log_probs[:, EOS_ID] = float("-inf")
         vocab = log_probs.size(-1)
         candidates = (scores[:, :, None] + log_probs.view(n, k, vocab)).view(n, k * vocab)  # (n, k × vocab)

@@ -56,34 +56,30 @@ def cpu_info() -> dict[str, str | bool]:
     return {"model": model, **{flag: flag in flags for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}}
 
 
-def cpu_has_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX); emulated bf16 is slower than fp32."""
+def native_bf16(device: torch.device) -> bool:
+    """True when the device computes bf16 natively (a CPU with AVX-512 BF16 or AMX; most GPUs): emulated bf16 is
+    slower than fp32. The one capability question; `choose_bf16` makes the decision."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
     info = cpu_info()
     return bool(info["avx512_bf16"] or info["amx_bf16"])
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 for `precision` on `device`, by the hardware alone: what translation uses (training measures, below)."""
-    if precision == "fp32":
-        return False
-    supported = native_bf16(device)
-    if precision == "bf16" and not supported:
-        log.warning("precision bf16: this %s has no native bf16; it will be slow", device.type)
-    return supported if precision == "auto" else True
-
-
-def native_bf16(device: torch.device) -> bool:
-    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-
-
-def choose_bf16(precision: str, device: torch.device, seconds: Callable[[bool], float]) -> tuple[bool, str]:
-    """Train in bf16 or not, and why. `auto` picks bf16 only where it is native and the timed trial `seconds(bf16)`
-    (one training step of this model, see prepare.py) says it is faster: native bf16 can still lose to fp32 for a
-    small model, whose matmuls are too small to gain and which pays for the casts (seen on a Zen 4 and a Xeon)."""
+def choose_bf16(
+    precision: str, device: torch.device, seconds: Callable[[bool], float] | None = None
+) -> tuple[bool, str]:
+    """Compute in bf16 or not, and why. `auto` picks bf16 only where it is native and, when given a timed trial
+    `seconds(bf16)` (training: one step of this model, see prepare.py), where the trial says it is faster: native bf16
+    can still lose to fp32 for a small model, whose matmuls are too small to gain and which pays for the casts (seen
+    on a Zen 4 and a Xeon). Translation passes no trial: the hardware decides."""
     if precision != "auto":
+        if precision == "bf16" and not native_bf16(device):
+            log.warning("precision bf16: this %s has no native bf16; it will be slow", device.type)
         return precision == "bf16", "as configured"
     if not native_bf16(device):
         return False, f"auto: this {device.type} has no native bf16"
+    if seconds is None:
+        return True, f"auto: this {device.type} has native bf16"
     fp32, bf16 = seconds(False), seconds(True)
     faster = "bf16" if bf16 < fp32 else "fp32"
     return bf16 < fp32, f"auto: a training step took {1e3 * bf16:.0f} ms in bf16, {1e3 * fp32:.0f} ms in fp32: {faster}"

@@ -2,7 +2,10 @@
 optimizer and the restored progress, handed to the `Trainer` as plain objects.
 
 A run directory holds `best.pt` (by dev BLEU), `last.pt`, `config.yaml` (the resolved config), `tokenizer.model` and
-`metrics.jsonl` (one JSON object a line).
+`metrics.jsonl` (one JSON object a line), and with the tensorboard extra TensorBoard's event files.
+
+A new run may start from a trained model (`--init-from`): its weights, EMA average and tokenizer, and with them its
+shape; data, schedule, budget and the rest from the given config; a fresh optimizer at step 0.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ import yaml
 
 from transformer import distributed
 from transformer.averaging import ExponentialMovingAverage
-from transformer.checkpoint import Checkpoint, read_checkpoint
-from transformer.config import Config, apply_overrides
+from transformer.checkpoint import Checkpoint, load_weights, read_checkpoint, tokenizer_to_tensor
+from transformer.config import Config, TrainingConfig, apply_overrides, config_from_dict
+from transformer.corpora import Pairs, read_split
 from transformer.corpus_cache import cached_ids, cached_text, cached_tokenizer
-from transformer.data import Batch, Encoded, Pairs, batch_plan, collate, encode_pairs, read_split
-from transformer.device import autocast, choose_bf16, synchronize, use_bf16
+from transformer.data import Batch, Encoded, batch_plan, collate, encode_pairs
+from transformer.device import choose_bf16, synchronize
 from transformer.distributed import Process
 from transformer.errors import ConfigError, ToolkitError
 from transformer.model import Transformer
+from transformer.optimization import build_optimizer, train_step
 from transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,7 @@ class Run:
     bf16: bool
     ema: ExponentialMovingAverage | None  # with training.ema > 0
     lock: RunLock | None  # the run directory held by this process (rank 0); released when training ends
+    init_from: dict[str, Any] | None = None  # a run started from a trained model: {"path": its checkpoint, "step"}
 
 
 class RunLock:
@@ -115,13 +121,21 @@ class RunLock:
 
 
 def prepare_run(
-    config: Config, run_dir: str | Path, process: Process, resume: bool = False, overrides: list[str] | None = None
+    config: Config,
+    run_dir: str | Path,
+    process: Process,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+    init_from: str | Path | None = None,
 ) -> Run:
-    """Set up a new run in `run_dir`, or (resume=True) the run saved there, continuing where it stopped."""
+    """Set up a new run in `run_dir` (with `init_from`, from the model of a checkpoint or run directory), or
+    (resume=True) the run saved there, continuing where it stopped."""
+    if resume and init_from is not None:
+        raise ToolkitError("--init-from starts a new run and --resume continues the one in --out: pass only one")
     run_dir = Path(run_dir)
     lock = RunLock(run_dir) if process.is_main else None  # before anything is read or written there
     try:
-        return _prepare(config, run_dir, process, resume, overrides or [], lock)
+        return _prepare(config, run_dir, process, resume, overrides or [], lock, init_from)
     except BaseException:
         if lock is not None:
             lock.abandon()
@@ -129,71 +143,75 @@ def prepare_run(
 
 
 def _prepare(
-    config: Config, run_dir: Path, process: Process, resume: bool, overrides: list[str], lock: RunLock | None
+    config: Config,
+    run_dir: Path,
+    process: Process,
+    resume: bool,
+    overrides: list[str],
+    lock: RunLock | None,
+    init_from: str | Path | None,
 ) -> Run:
-    checkpoint = _open_run_dir(run_dir, resume, process)
+    checkpoint, source, origin = _open_run_dir(run_dir, resume, process), None, None
     if checkpoint is not None:
-        config = resumed_config(checkpoint.config, config, overrides)
+        config, origin = resumed_config(checkpoint.config, config, overrides), checkpoint.state.get("init_from")
+    elif init_from is not None:
+        source = read_checkpoint(init_from)
+        config = init_config(source, config, overrides)
+        origin = {"path": str(source.path), "step": int(source.state.get("step", 0))}
+        log.info("starting from the model of %s (step %d), with a fresh optimizer", source.path, origin["step"])
+    trained = checkpoint or source  # the weights and tokenizer a resumed run, or a run from a trained model, takes
     dev_pairs = read_split(config.data, "dev")  # first: a broken dev file fails in seconds, before anything is written
     log.info("reading the %s corpus", config.data.corpus)
     train_data = tokenizer = None
     if process.is_main:  # the other processes wait at the broadcast, then find everything in the cache
         text = cached_text(config.data, "train")
-        tokenizer = checkpoint.tokenizer if checkpoint is not None else cached_tokenizer(config, text)
+        tokenizer = trained.tokenizer if trained is not None else cached_tokenizer(config, text)
         train_data = cached_ids(config.data, text, tokenizer)
     tokenizer = Tokenizer(distributed.broadcast_bytes(tokenizer and tokenizer.model_bytes, process.world))
     if train_data is None:
         train_data = cached_ids(config.data, cached_text(config.data, "train"), tokenizer)
     if process.is_main:  # the run's files appear once its data was read: a corpus that fails leaves none
         write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
-        write_file(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+        started = f"# started from {origin['path']} (its step {origin['step']})\n" if origin else ""
+        write_file(run_dir / "config.yaml", (started + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())
     dev_data = encode_pairs(dev_pairs, tokenizer)
     log.info("train: %d pairs, dev: %d pairs, vocabulary: %d", len(train_data), len(dev_pairs), tokenizer.vocab_size)
 
     t = config.training
-    fresh = checkpoint is None
-    model = (Transformer(config.model, tokenizer.vocab_size) if fresh else checkpoint.build_model()).to(process.device)
-    optimizer = torch.optim.Adam(
-        model.parameters(),
-        lr=t.lr,
-        betas=tuple(t.betas),
-        eps=1e-9,
-        weight_decay=t.weight_decay,
-        fused=True,  # one kernel for all parameters instead of ~10 small ops per tensor
-    )
-    progress = Progress() if fresh else _restore(checkpoint, optimizer, process)
+    model = Transformer(config.model, tokenizer.vocab_size)
+    if trained is not None:
+        load_weights(model, trained.state["model"], trained.path)
+    model = model.to(process.device)
+    optimizer = build_optimizer(model, t)
+    progress = Progress() if checkpoint is None else _restore(checkpoint, optimizer, process)
     ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
-    if ema is not None and checkpoint is not None and "ema" in checkpoint.state:
-        ema.average = {name: tensor.to(process.device) for name, tensor in checkpoint.state["ema"].items()}
+    if ema is not None and trained is not None and "ema" in trained.state:
+        ema.average = {name: tensor.to(process.device) for name, tensor in trained.state["ema"].items()}
     step_model = torch.compile(model) if t.compile else model
     if process.world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model)
     if checkpoint is not None:  # a resumed run keeps its precision (checkpoints before it was saved: the old rule)
-        bf16, why = bool(checkpoint.state.get("bf16", use_bf16(t.precision, process.device))), "the run's own"
+        bf16, why = bool(checkpoint.state.get("bf16", choose_bf16(t.precision, process.device)[0])), "the run's own"
     else:
         first = collate(train_data, batch_plan(train_data, t.batch_tokens, t.seed, 0)[0])
-        trial = functools.partial(step_seconds, model, first, label_smoothing=t.label_smoothing, process=process)
+        trial = functools.partial(step_seconds, model, first, training=t, process=process)
         bf16, why = choose_bf16(t.precision, process.device, trial)
     bf16 = distributed.broadcast_bytes(b"1" if bf16 else b"0", process.world) == b"1"  # rank 0's choice for all
     log.info("precision: %s (%s)", "bf16" if bf16 else "fp32", why)
     return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
-               progress, bf16, ema, lock)  # fmt: skip
+               progress, bf16, ema, lock, origin)  # fmt: skip
 
 
-def step_seconds(
-    model: Transformer, batch: Batch, bf16: bool, label_smoothing: float, process: Process, repeats: int = 2
-) -> float:
-    """The fastest of `repeats` forward and backward passes over `batch` (after one untimed), on a copy of the model
+def step_seconds(model: Transformer, batch: Batch, bf16: bool, training: TrainingConfig, process: Process) -> float:
+    """The faster of two training steps over `batch` (after one untimed), on a copy of the model and its optimizer
     and with the random stream put back: the trial changes nothing the run will compute."""
-    trial, batch = copy.deepcopy(model).train(), batch.to(process.device)
-    times = []
+    trial = copy.deepcopy(model).train()
+    optimizer, times = build_optimizer(trial, training), []
     with torch.random.fork_rng(devices=[process.device] if process.device.type == "cuda" else []):
-        for _ in range(repeats + 1):
+        for _ in range(3):
             synchronize(process.device)
             start = time.perf_counter()
-            with autocast(process.device, bf16):
-                loss = trial(batch.src, batch.tgt_in, batch.tgt_out, label_smoothing)
-            (loss / batch.tgt_tokens).backward()
+            train_step(trial, optimizer, [batch], training, training.lr, bf16, process)
             synchronize(process.device)
             times.append(time.perf_counter() - start)
     return min(times[1:])
@@ -234,6 +252,48 @@ def resumed_config(saved: Config, given: Config, overrides: list[str]) -> Config
         name = key.split(".")[1]
         setattr(config.training, name, getattr(given.training, name))
     return config
+
+
+def init_config(source: Checkpoint, given: Config, overrides: list[str]) -> Config:
+    """The given config with the shape and tokenizer of the model it starts from (dropout is training: the config's).
+    A config file that differs there is said in one warning; a `--set` that differs is an error."""
+    own, new = source.config.to_dict(), given.to_dict()
+    taken = [("model", key) for key in own["model"] if key not in ("dropout", "attention_dropout")]
+    taken += [("tokenizer", key) for key in own["tokenizer"]]
+    differ = [(f"{s}.{k}", own[s][k], new[s][k]) for s, k in taken if own[s][k] != new[s][k]]
+    given_keys = {item.partition("=")[0].strip() for item in overrides}
+    for key, there, here in differ:
+        if key in given_keys:
+            raise ConfigError(
+                f"--set {key}: --init-from {source.path}: {key} is {there} there, {here} here; "
+                "a run from a trained model keeps its shape and tokenizer"
+            )
+    if differ:
+        shown = ", ".join(f"{key} ({there} there, {here} in the config)" for key, there, here in differ)
+        log.warning("--init-from: the model's own shape and tokenizer are used; the config differs in %s", shown)
+    for section, key in taken:
+        new[section][key] = own[section][key]
+    return config_from_dict(new, source=f"the config with the model of {source.path}")
+
+
+def checkpoint_state(run: Run) -> dict[str, Any]:
+    """Everything a checkpoint holds: what translating needs (config, tokenizer, weights) and what resuming needs."""
+    state = {
+        "config": run.config.to_dict(),
+        "tokenizer": tokenizer_to_tensor(run.tokenizer.model_bytes),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        **dataclasses.asdict(run.progress),
+        "rng": torch.get_rng_state(),
+        "bf16": run.bf16,  # the precision chosen at the start (by a timed trial with `auto`): a resume keeps it
+    }
+    if run.process.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(run.process.device)
+    if run.ema is not None:
+        state["ema"] = run.ema.average
+    if run.init_from is not None:
+        state["init_from"] = run.init_from  # where a run from a trained model began; kept through every resume
+    return state
 
 
 def _restore(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer, process: Process) -> Progress:

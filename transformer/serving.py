@@ -1,11 +1,13 @@
 """An HTTP translation API and a page that shows attention: `create_app(translator, info, limits)` (the serve extra).
 
     POST /translate {"text": ["The cat sleeps.", ...], "beam": 4}  →  {"translations": ["Le chat dort.", ...]}
+    POST /translate {"text": [...], "temperature": 0.8, "top_k": 20, "top_p": 0.9, "seed": 1}  →  sampled translations
     POST /attention {"text": "The cat sleeps."}  →  the greedy translation and its cross, encoder, decoder attention
     GET  /health, GET /info, GET / (the page)
 
 One thread owns the model: requests wait in a queue, and the translate requests waiting when that thread is free go
-through one Translator call per beam size, so concurrent clients share batches and the event loop never runs torch.
+through one Translator call per search setting, so concurrent clients share batches and the event loop never runs
+torch; a sampled request goes alone, so that its seed gives the same translations whatever else is waiting.
 Bad input is a 4xx with {"error": "one line naming the limit or the field"}, never a 500. Nothing in the package
 imports this module: the rest of the toolkit works without FastAPI.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import socket
 import threading
@@ -30,7 +33,7 @@ from starlette.exceptions import HTTPException
 
 from transformer.checkpoint import Checkpoint
 from transformer.errors import ToolkitError
-from transformer.translator import ATTENTION_KINDS, Translator
+from transformer.translator import ATTENTION_KINDS, SEARCH_RULES, Translator
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,8 @@ def model_info(checkpoint: Checkpoint) -> dict[str, Any]:
 @dataclass
 class _Translate:
     sentences: list[str]
-    beam: int | None  # None: the config's
+    search: dict[str, Any]  # Translator.with_search's arguments; empty: the config's
+    sampled: bool  # translated alone, not with other requests
     future: Future = field(default_factory=Future)
 
 
@@ -86,7 +90,8 @@ class _Call:
 
 class BatchingWorker:
     """The one thread that runs the model. Each turn takes every request waiting (up to `max_batch` sentences) and
-    translates the sentences of all requests with the same beam size in one Translator call."""
+    translates the sentences of all requests with the same search settings in one Translator call (a sampled one
+    alone)."""
 
     def __init__(self, translator: Translator, max_batch: int = 256) -> None:
         self.translator, self.max_batch = translator, max_batch
@@ -95,8 +100,10 @@ class BatchingWorker:
         self._thread = threading.Thread(target=self._loop, name="translator", daemon=True)
         self._thread.start()
 
-    def translate(self, sentences: list[str], beam: int | None = None) -> Future:
-        job = _Translate(sentences, beam)
+    def translate(self, sentences: list[str], **search: Any) -> Future:
+        """Translate on the model's thread with `Translator.with_search(**search)`, whose errors are raised here."""
+        sampled = self.translator.with_search(**search).decoding.temperature > 0
+        job = _Translate(sentences, search, sampled)
         self._jobs.put(job)
         return job.future
 
@@ -126,19 +133,19 @@ class BatchingWorker:
             self._run([j for j in jobs if j.future.set_running_or_notify_cancel()])  # a gone client's job is skipped
 
     def _run(self, jobs: list[_Translate | _Call]) -> None:
-        by_beam: dict[int | None, list[_Translate]] = {}
+        groups: dict[Any, list[_Translate]] = {}
         for job in jobs:
             if isinstance(job, _Call):
                 _settle(job.future, job.function)
             else:
-                by_beam.setdefault(job.beam, []).append(job)
-        for beam, group in by_beam.items():
+                groups.setdefault(id(job) if job.sampled else tuple(sorted(job.search.items())), []).append(job)
+        for group in groups.values():
             sentences = [s for job in group for s in job.sentences]
             self.stats["requests"] += len(group)
             self.stats["sentences"] += len(sentences)
             self.stats["translator_calls"] += 1
             try:
-                outputs = self.translator.with_search(beam).translate(sentences)
+                outputs = self.translator.with_search(**group[0].search).translate(sentences)
             except Exception as e:  # a bug, not bad input: every request of the batch answers 500, the thread goes on
                 log.exception("translation failed")
                 for job in group:
@@ -197,19 +204,41 @@ def check_sentence(text: Any, where: str, limits: Limits) -> str:
     return text
 
 
-def parse_translate(data: dict[str, Any], limits: Limits) -> tuple[list[str], int | None]:
-    check_fields(data, ("text", "beam"))
-    text, beam = data["text"], data.get("beam")
+# The search settings a /translate request may give: its field, Translator.with_search's argument, whole or not.
+SEARCH_FIELDS = [("beam", "beam_size", True), ("temperature", "temperature", False), ("top_k", "top_k", True),
+                 ("top_p", "top_p", False), ("seed", "seed", True)]  # fmt: skip
+
+
+def parse_translate(data: dict[str, Any], limits: Limits) -> tuple[list[str], dict[str, Any]]:
+    """The sentences and the search settings (`Translator.with_search`'s arguments) of a /translate request."""
+    check_fields(data, ("text", *(name for name, _, _ in SEARCH_FIELDS)))
+    text = data["text"]
     if not isinstance(text, list):
         raise ApiError(422, f'"text" must be a list of strings such as ["The cat sleeps."], got {_kind(text)}')
     if len(text) > limits.max_sentences:
         raise ApiError(413, f"at most {limits.max_sentences} sentences per request, got {len(text)}")
     sentences = [check_sentence(t, f"text[{i}]", limits) for i, t in enumerate(text)]
-    if beam is not None and (isinstance(beam, bool) or not isinstance(beam, int)):
-        raise ApiError(422, f'"beam" must be a whole number, got {_kind(beam)}')
-    if beam is not None and not 1 <= beam <= limits.max_beam:
-        raise ApiError(422, f'"beam" must be between 1 and {limits.max_beam}, got {beam}')
-    return sentences, beam
+    return sentences, parse_search(data, limits)
+
+
+def parse_search(data: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """A /translate request's search settings as `Translator.with_search`'s arguments; a bad one a 422 naming it."""
+    search = {}
+    for name, key, whole in SEARCH_FIELDS:
+        value = data.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise ApiError(422, f'"{name}" must be a {"whole " if whole else ""}number, got {_kind(value)}')
+        if not whole:  # JSON's 1 is an int; one too large for a float is out of range
+            value = math.inf if isinstance(value, int) and abs(value) >= 1e308 else float(value)
+        _, rule, ok = SEARCH_RULES[key]
+        if key == "beam_size":
+            rule, ok = f"between 1 and {limits.max_beam}", lambda v: 1 <= v <= limits.max_beam
+        if not ok(value):
+            raise ApiError(422, f'"{name}" must be {rule}, got {str(value)[:20]}')
+        search[key] = value
+    return search
 
 
 def _kind(value: Any) -> str:
@@ -273,10 +302,14 @@ def create_app(translator: Translator, info: dict[str, Any], limits: Limits | No
 
     @app.post("/translate")
     async def translate(request: Request) -> dict[str, list[str]]:
-        sentences, beam = parse_translate(await read_json(request, limits.max_body_bytes), limits)
+        sentences, search = parse_translate(await read_json(request, limits.max_body_bytes), limits)
+        try:
+            translator.with_search(**search)
+        except ToolkitError as e:  # settings that do not go together, such as sampling with a beam
+            raise ApiError(422, str(e)) from None
         if not sentences:
             return {"translations": []}
-        return {"translations": await asyncio.wrap_future(worker.translate(sentences, beam))}
+        return {"translations": await asyncio.wrap_future(worker.translate(sentences, **search))}
 
     @app.post("/attention")
     async def attention(request: Request) -> dict[str, Any]:

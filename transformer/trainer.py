@@ -8,8 +8,6 @@ and the epoch.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import math
 import signal
@@ -22,35 +20,18 @@ import torch
 from tqdm import tqdm
 
 from transformer import distributed
-from transformer.checkpoint import save_checkpoint, tokenizer_to_tensor
 from transformer.config import TrainingConfig
 from transformer.data import batch_plan, collate, padding_fraction
 from transformer.device import autocast
-from transformer.errors import MissingExtraError, ToolkitError, TrainingError
+from transformer.errors import TrainingError
 from transformer.metrics import Scores, score
-from transformer.plotting import read_metrics, save_curves
-from transformer.prepare import Progress, Run
+from transformer.optimization import FiniteGuard, learning_rate, train_step
+from transformer.prepare import Progress, Run, checkpoint_state
+from transformer.run_files import RunFiles
 from transformer.threads import ThreadGovernor
-from transformer.translator import Translator
+from transformer.translator import AttentionMap, Translator
 
 log = logging.getLogger(__name__)
-
-
-def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", spent: float = 0.0) -> float:
-    """Linear warm-up to `peak` over `warmup` steps, then decay.
-
-    `inverse_sqrt` decays with the square root of the step (Vaswani et al., 2017) and never reaches zero. The
-    budget-aware schedules decay with `spent`, the share of the budget (minutes or steps) already used, and reach zero
-    as it runs out: `linear` (Li et al., "Budgeted Training", 2020), `cosine`, and `rex` (Chen et al., 2021), which
-    stays high longer and drops at the end. A slower machine thus still ends at zero when its minutes end.
-    """
-    step = max(step, 1)
-    warm = step / warmup if warmup else 1.0
-    if schedule == "inverse_sqrt":
-        return peak * min(warm, math.sqrt(warmup / step)) if warmup else peak
-    left = min(max(1.0 - spent, 0.0), 1.0)
-    decay = {"linear": left, "cosine": 0.5 * (1 - math.cos(math.pi * left)), "rex": left / (0.5 + 0.5 * left)}
-    return peak * min(warm, decay[schedule])
 
 
 def budget_spent(progress: Progress, training: TrainingConfig) -> float:
@@ -61,24 +42,6 @@ def budget_spent(progress: Progress, training: TrainingConfig) -> float:
     if training.max_steps:
         shares.append(progress.step / training.max_steps)
     return max(shares)
-
-
-def checkpoint_state(run: Run) -> dict[str, Any]:
-    """Everything a checkpoint holds: what translating needs (config, tokenizer, weights) and what resuming needs."""
-    state = {
-        "config": run.config.to_dict(),
-        "tokenizer": tokenizer_to_tensor(run.tokenizer.model_bytes),
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        **dataclasses.asdict(run.progress),
-        "rng": torch.get_rng_state(),
-        "bf16": run.bf16,  # the precision chosen at the start (by a timed trial with `auto`): a resume keeps it
-    }
-    if run.process.device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(run.process.device)
-    if run.ema is not None:
-        state["ema"] = run.ema.average
-    return state
 
 
 @torch.no_grad()
@@ -103,16 +66,11 @@ def translate_dev(run: Run) -> tuple[list[str], list[str], Scores]:
     return pairs.src[:n], hypotheses, score(hypotheses, pairs.tgt[:n])
 
 
-def keep_step_checkpoint(run: Run, keep: int) -> None:
-    """Save the weights as step_N.pt (for averaging) and delete all but the newest `keep` of them."""
-    state = checkpoint_state(run)
-    save_checkpoint(
-        {key: state[key] for key in ("config", "tokenizer", "model", "step")},
-        run.run_dir / f"step_{run.progress.step}.pt",
-    )
-    kept = sorted(run.run_dir.glob("step_*.pt"), key=lambda path: int(path.stem.split("_")[1]))
-    for old in kept[:-keep]:
-        old.unlink()
+def dev_attention(run: Run) -> AttentionMap:
+    """The cross-attention of the first dev sentence, translated greedily."""
+    run.model.eval()
+    translator = Translator(run.model, run.tokenizer, run.config.decoding, run.process.device, run.bf16)
+    return translator.attention(run.dev_pairs.src[0], "cross")
 
 
 class Trainer:
@@ -120,69 +78,31 @@ class Trainer:
         self.run, self.config, self.model, self.optimizer = run, run.config, run.model, run.optimizer
         self.progress, self.process, self.run_dir = run.progress, run.process, run.run_dir
         self.stop_reason: str | None = None
-        self.first_bad = torch.zeros(3, dtype=torch.float64, device=run.process.device)  # see train_step
+        self.files = RunFiles(run.run_dir, run.process.is_main, run.progress.step)
+        self.guard = FiniteGuard(run.process.device)
         self.check_each_step = run.process.device.type == "cpu"  # reading the device's verdict is free there
-        self.draw_curves = run.process.is_main  # off after the first failure: curves must never stop training
         adapt = run.process.device.type == "cpu" and not run.config.training.threads and run.process.world == 1
         self.threads = ThreadGovernor() if adapt else None  # fewer threads while other programs use cores
 
-    # -- one step ----------------------------------------------------------------------------------------------
-
-    def train_step(self, batches: list[list[int]]) -> tuple[torch.Tensor, int]:
-        """One optimizer step over `batches` (gradient accumulation; with N processes, each takes every N-th batch).
-        The loss is averaged over all the step's target tokens. Returns that loss (a tensor on the device: reading it
-        would wait for the step) and the token count.
-
-        A non-finite loss or gradient is decided on the device: Adam's fused kernel then skips the update (weights,
-        moments and its step count stay as they were, as under AMP's grad scaler), and the run stops at the next
-        `finite_check` with the step it happened at; on a CPU, where reading is free, before this step counts."""
+    def train_step(self, batches: list[list[int]]) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """One optimizer step over `batches` (with N processes, each takes every N-th); returns the loss per target
+        token, the step's target tokens and the gradient norm before clipping (the loss and the norm are tensors on
+        the device: reading them would wait for the step). A non-finite step is skipped on the device and stops the
+        run at the next `guard.check` (on a CPU: now)."""
         t, data, process = self.config.training, self.run.train_data, self.process
+        tokens = sum(int(data.tgt_lens[indices].sum()) for indices in batches)
+        mine = [collate(data, indices) for indices in batches[process.rank :: process.world]]
         self.model.train()
-        total_tokens = sum(int(data.tgt_lens[indices].sum()) for indices in batches)
-        total_loss = torch.zeros((), device=process.device)
-        mine = batches[process.rank :: process.world]
-        for n, indices in enumerate(mine):
-            batch = collate(data, indices).to(process.device)
-            last = n == len(mine) - 1  # gradients are averaged across processes once, after the last micro-batch
-            with self._no_sync() if not last else contextlib.nullcontext():
-                with autocast(process.device, self.run.bf16):
-                    loss = self.run.step_model(batch.src, batch.tgt_in, batch.tgt_out, t.label_smoothing)  # summed
-                (loss * (process.world / total_tokens)).backward()  # DDP averages: world / total = 1 / share
-            total_loss += loss.detach().float()
-        total_loss = distributed.sum_tensor_over_ranks(total_loss, process.world)
-        for group in self.optimizer.param_groups:
-            spent = budget_spent(self.progress, t)
-            group["lr"] = learning_rate(self.progress.step + 1, t.lr, t.warmup_steps, t.schedule, spent)
-        # The gradient norm is needed anyway for clipping; with clipping off, max_norm=inf only measures it.
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm or math.inf)
-        loss_ok, grads_ok = total_loss.isfinite(), grad_norm.isfinite()
-        self.optimizer.found_inf = (~(loss_ok & grads_ok)).float()  # read by Adam's fused kernel: skip if 1
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        step = self.progress.step + 1
-        # The first bad step, what went wrong (1: the loss, 2: the gradients) and the loss, kept on the device.
-        kind = torch.where(loss_ok, torch.where(grads_ok, 0.0, 2.0), 1.0).double()
-        at = torch.full((), float(step), dtype=torch.float64, device=process.device)
-        verdict = torch.stack([at, kind, total_loss.double()])
-        self.first_bad = torch.where((self.first_bad[1] == 0) & (kind > 0), verdict, self.first_bad)
+        spent = budget_spent(self.progress, t)
+        lr = learning_rate(self.progress.step + 1, t.lr, t.warmup_steps, t.schedule, spent, t.warmup_share)
+        step = train_step(self.run.step_model, self.optimizer, mine, t, lr, self.run.bf16, process, tokens)
+        self.guard.record(self.progress.step + 1, step)
         if self.check_each_step:
-            self.finite_check()
+            self.guard.check(self.files.advice())
         if self.run.ema is not None:
             self.run.ema.update()
         self.progress.step += 1
-        return total_loss / total_tokens, total_tokens
-
-    def finite_check(self) -> None:
-        """Stop, with the step it happened at, if a step met a non-finite loss or gradient (its update was skipped):
-        the one read of the device's verdict, made every step on a CPU and at each log, validation and save else."""
-        step, kind, loss = self.first_bad.tolist()
-        if kind:
-            what = f"the loss became {loss}" if kind == 1 else "the gradients became inf/nan"
-            raise TrainingError(f"{what} at step {int(step)}; stopped before updating the weights ({self._kept()})")
-
-    def _no_sync(self) -> contextlib.AbstractContextManager:
-        no_sync = getattr(self.run.step_model, "no_sync", None)  # DistributedDataParallel has it
-        return no_sync() if no_sync is not None else contextlib.nullcontext()
+        return step.loss / step.tokens, step.tokens, step.grad_norm
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
@@ -205,7 +125,7 @@ class Trainer:
                     log.info("epoch %d: %d batches, %.1f%% padding", p.epoch + 1, len(plan), padding)
                 while p.batch_in_epoch + needed <= len(plan) and not self.stop_reason:
                     batches = plan[p.batch_in_epoch : p.batch_in_epoch + per_step]
-                    loss, tokens = self.train_step(batches)
+                    loss, tokens, grad_norm = self.train_step(batches)
                     p.batch_in_epoch += len(batches)
                     p.elapsed = time.perf_counter() - started
                     bar.update(1)
@@ -213,8 +133,8 @@ class Trainer:
                     if self.threads is not None:
                         self.threads.update()
                     if p.step % t.log_every == 0:
-                        self.finite_check()
-                        self._log_progress(bar, float(loss), window)
+                        self.guard.check(self.files.advice())
+                        self._log_progress(bar, float(loss), float(grad_norm), window)  # read here only
                     if p.step % t.eval_every == 0:
                         self.validate(bar)
                         last_eval_step = p.step
@@ -229,6 +149,7 @@ class Trainer:
             self.save("last.pt")
         finally:
             bar.close()
+            self.files.close()
             if self.run.lock is not None:
                 self.run.lock.release()
             for s, handler in handlers.items():
@@ -239,15 +160,15 @@ class Trainer:
             log.info("saved %s; continue with --resume --out %s", self.run_dir / "last.pt", self.run_dir)
         return {"step": p.step, "best_bleu": p.best_bleu, "minutes": p.elapsed / 60, "stop_reason": self.stop_reason}
 
-    def _log_progress(self, bar: tqdm, loss: float, window: dict[str, float]) -> None:
+    def _log_progress(self, bar: tqdm, loss: float, grad_norm: float, window: dict[str, float]) -> None:
         p = self.progress
         rate = window["tokens"] / max(time.perf_counter() - window["start"], 1e-9)
         lr = self.optimizer.param_groups[0]["lr"]
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tgt_tok_s=f"{rate:.0f}")
         if bar.disable:
             log.info("step %d  loss %.3f  lr %.2e  %.0f target tokens/s", p.step, loss, lr, rate)
-        self._log_metrics({"type": "train", "step": p.step, "epoch": p.epoch + 1, "loss": loss, "lr": lr,
-                           "tgt_tokens_per_s": rate, "minutes": p.elapsed / 60})  # fmt: skip
+        self.files.log({"type": "train", "step": p.step, "epoch": p.epoch + 1, "loss": loss, "lr": lr,
+                        "grad_norm": grad_norm, "tgt_tokens_per_s": rate, "minutes": p.elapsed / 60})  # fmt: skip
         window["tokens"], window["start"] = 0, time.perf_counter()
 
     def _check_limits(self) -> None:
@@ -275,7 +196,7 @@ class Trainer:
         sources, hypotheses, scores = translate_dev(run)
         loss = dev_loss(run)
         if not math.isfinite(loss):  # a diverged model must not become last.pt or best.pt
-            raise TrainingError(f"the dev loss became {loss} at step {p.step}; stopped ({self._kept()})")
+            raise TrainingError(f"the dev loss became {loss} at step {p.step}; stopped ({self.files.advice()})")
         perplexity = math.exp(min(loss, 50))
         record = {"type": "dev", "step": p.step, "epoch": p.epoch + 1, "loss": loss, "perplexity": perplexity,
                   "bleu": scores.bleu, "chrf": scores.chrf, "minutes": p.elapsed / 60}  # fmt: skip
@@ -286,8 +207,10 @@ class Trainer:
             record["ema_bleu"] = ema_scores.bleu
             if ema_scores.bleu > scores.bleu:
                 hypotheses, best_weights = ema_hypotheses, run.ema.applied
-        self._log_metrics(record)
-        self._draw_curves()
+        self.files.log(record)
+        self.files.redraw_curves()
+        if self.files.events is not None:  # with the tensorboard extra: what the model reads, as images
+            self.files.attention(p.step, dev_attention(run))
         bleu = max(record["bleu"], record.get("ema_bleu", -1.0))
         improved = bleu > p.best_bleu
         p.best_bleu, p.bad_evals = (bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
@@ -307,42 +230,15 @@ class Trainer:
         if improved:
             with best_weights():
                 self.save("best.pt")
-        if self.config.training.keep_checkpoints and self.process.is_main:
-            keep_step_checkpoint(run, self.config.training.keep_checkpoints)
+        if self.config.training.keep_checkpoints:
+            self.files.keep_step(checkpoint_state(run), self.config.training.keep_checkpoints)
         return record
-
-    # -- files -------------------------------------------------------------------------------------------------
 
     def save(self, name: str) -> Path:
         """Write a checkpoint, never one whose weights are not all finite, nor after a skipped non-finite step."""
-        self.finite_check()
-        path = self.run_dir / name
+        self.guard.check(self.files.advice())
         if not all(bool(w.isfinite().all()) for w in self.model.parameters()):
             raise TrainingError(
-                f"the weights became non-finite at step {self.progress.step}; not saved ({self._kept()})"
+                f"the weights became non-finite at step {self.progress.step}; not saved ({self.files.advice()})"
             )
-        if self.process.is_main:
-            save_checkpoint(checkpoint_state(self.run), path)
-        return path
-
-    def _kept(self) -> str:
-        last = self.run_dir / "last.pt"
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
-        return f"{kept}; try a lower training.lr"
-
-    def _draw_curves(self) -> None:
-        """Redraw curves.png. Without matplotlib (the plot extra) there are simply no curves: a first run installs
-        only what training needs and must not warn. Any other failure is said once; none stops training."""
-        try:
-            if self.draw_curves:
-                save_curves({self.run_dir.name: read_metrics(self.run_dir)}, self.run_dir / "curves.png")
-        except MissingExtraError:
-            self.draw_curves = False
-        except (ToolkitError, OSError, ValueError) as error:
-            self.draw_curves = False
-            print(f"curves.png not drawn: {error}", file=sys.stderr)
-
-    def _log_metrics(self, record: dict[str, Any]) -> None:
-        if self.process.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        return self.files.save(checkpoint_state(self.run), name)

@@ -9,6 +9,7 @@ Imports only what inference needs: no corpus readers, no trainer, no progress ba
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -18,8 +19,8 @@ import torch
 
 from transformer.checkpoint import Checkpoint, read_checkpoint
 from transformer.config import DecodingConfig
-from transformer.decoding import Hypothesis, beam_search, greedy_decode
-from transformer.device import autocast, resolve_device, use_bf16
+from transformer.decoding import Hypothesis, Sampling, Search, beam_search, greedy_decode
+from transformer.device import autocast, choose_bf16, resolve_device
 from transformer.errors import ToolkitError
 from transformer.model import Transformer
 from transformer.specials import BOS_ID, EOS_ID, pad
@@ -50,12 +51,29 @@ def encode_sources(tokenizer: Tokenizer, sentences: list[str], max_src_len: int)
     return [x[:max_src_len] + [EOS_ID] for x in ids]
 
 
-def check_search(beam_size: int | None, length_penalty: float | None) -> None:
-    """A user's beam size or length penalty (None: the config's) as one line naming the problem."""
-    if beam_size is not None and beam_size < 1:
-        raise ToolkitError(f"the beam size must be >= 1, got {beam_size}")
-    if length_penalty is not None and length_penalty < 0:
-        raise ToolkitError(f"the length penalty alpha must be >= 0, got {length_penalty}")
+SEARCH_RULES = {  # each search setting a user may give: its name in a message, its rule, the rule's test
+    "beam_size": ("the beam size", ">= 1", lambda v: v >= 1),
+    "length_penalty": ("the length penalty alpha", ">= 0", lambda v: v >= 0),
+    "temperature": ("the temperature", ">= 0 (0: no sampling)", lambda v: 0 <= v < math.inf),
+    "top_k": ("top-k", ">= 0 (0: every piece)", lambda v: v >= 0),
+    "top_p": ("top-p", "in (0, 1]", lambda v: 0 < v <= 1),
+    "seed": ("the seed", ">= 0", lambda v: v >= 0),
+}
+
+
+def check_search(**settings: float | None) -> None:
+    """A user's search settings (`Translator.with_search`'s arguments; None: the config's), a bad one as one line."""
+    for key, value in settings.items():
+        name, rule, ok = SEARCH_RULES[key]
+        if value is not None and not ok(value):
+            raise ToolkitError(f"{name} must be {rule}, got {value}")
+
+
+def batch_seed(seed: int, batch: list[list[int]]) -> int:
+    """The seed of one batch's sampling, from the user's seed and the batch's sources: the same seed and sentences
+    draw the same (in any call, any chunk of a stream), and batches of other sentences draw otherwise."""
+    digest = hashlib.blake2b(repr((seed, batch)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 class Translator:
@@ -75,21 +93,33 @@ class Translator:
         dev = resolve_device(device)
         model = checkpoint.build_model().to(dev).eval()
         config = checkpoint.config
-        bf16 = use_bf16(precision or config.training.precision, dev)
+        bf16, _ = choose_bf16(precision or config.training.precision, dev)
         return cls(model, checkpoint.tokenizer, config.decoding, dev, bf16)
 
     def encode_sources(self, sentences: list[str]) -> list[list[int]]:
         return encode_sources(self.tokenizer, sentences, self.max_src_len)
 
-    def with_search(self, beam_size: int | None = None, length_penalty: float | None = None) -> Translator:
-        """This translator with another beam size or length penalty (the model is shared, not copied)."""
-        check_search(beam_size, length_penalty)
-        d = self.decoding
-        decoding = dataclasses.replace(
-            d,
-            beam_size=d.beam_size if beam_size is None else beam_size,
-            length_penalty=d.length_penalty if length_penalty is None else length_penalty,
-        )
+    def with_search(
+        self,
+        beam_size: int | None = None,
+        length_penalty: float | None = None,
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> Translator:
+        """This translator with other search settings, None keeping its own (the model is shared, not copied). A
+        temperature > 0 samples (`decoding.Sampling`), with beam size 1; top-k, top-p and the seed shape sampling only.
+        A setting out of range, or one that does not go with the others, is a one-line ToolkitError."""
+        asked = {"beam_size": beam_size, "length_penalty": length_penalty, "temperature": temperature}
+        asked |= {"top_k": top_k, "top_p": top_p, "seed": seed}
+        check_search(**asked)
+        decoding = dataclasses.replace(self.decoding, **{key: v for key, v in asked.items() if v is not None})
+        if decoding.temperature > 0 and decoding.beam_size > 1:
+            raise ToolkitError(f"sampling takes beam size 1 (one draw a sentence), not {decoding.beam_size}")
+        if decoding.temperature == 0 and (top_k, top_p, seed) != (None, None, None):
+            raise ToolkitError("top-k, top-p and the seed shape sampling: give a temperature > 0 as well")
         return Translator(self.model, self.tokenizer, decoding, self.device, self.bf16)
 
     def translate(self, sentences: list[str], use_cache: bool = True) -> list[str]:
@@ -105,22 +135,30 @@ class Translator:
     def search(
         self, sentences: list[str], n_best: int = 1, use_cache: bool = True, scored: bool = False
     ) -> list[list[Hypothesis]]:
-        """Greedy search for beam 1 (unless scores are wanted), beam search otherwise; batches of similar lengths."""
+        """Greedy search for beam 1 (unless scores are wanted), beam search otherwise, sampling at a temperature > 0;
+        batches of similar lengths. Each batch samples from its own seed (`batch_seed`): the same sentences, seed and
+        batch size give the same translations."""
         d = self.decoding
-        beam = max(d.beam_size, n_best)
+        beam, limits = max(d.beam_size, n_best), Search(d.max_len_a, d.max_len_b, use_cache=use_cache)
+        sampling = Sampling.of(d)
+        if sampling is not None and (beam > 1 or scored):
+            raise ToolkitError("sampling draws one translation a sentence, without a score: no n-best list")
         ids = self.encode_sources(sentences)
         outputs: list[list[Hypothesis]] = [[] for _ in sentences]
         order = sorted((i for i in range(len(ids)) if len(ids[i]) > 1), key=lambda i: len(ids[i]))
         self.model.eval()
         for start in range(0, len(order), d.batch_size):
             rows = order[start : start + d.batch_size]
-            src = pad([ids[i] for i in rows]).to(self.device)  # (batch, src_len)
+            batch = [ids[i] for i in rows]
+            src = pad(batch).to(self.device)  # (batch, src_len)
+            if sampling is not None:
+                sampling = dataclasses.replace(sampling, seed=batch_seed(d.seed, batch))
             with autocast(self.device, self.bf16):
                 if beam == 1 and not scored:
-                    found = greedy_decode(self.model, src, d.max_len_a, d.max_len_b, use_cache=use_cache)
+                    found = greedy_decode(self.model, src, limits, sampling)
                     hyps = [[Hypothesis(x, math.nan, math.nan)] for x in found]
                 else:
-                    hyps = beam_search(self.model, src, beam, d.length_penalty, n_best, d.max_len_a, d.max_len_b)
+                    hyps = beam_search(self.model, src, beam, d.length_penalty, n_best, limits)
             for row, hyp in zip(rows, hyps, strict=True):
                 outputs[row] = hyp
         return outputs
@@ -136,7 +174,7 @@ class Translator:
         """Translate one sentence greedily; its translation and the attention maps of every kind, from one pass."""
         src_ids = self.encode_sources([sentence])[0]
         src = torch.tensor([src_ids], device=self.device)  # (1, src_len)
-        hyp = greedy_decode(self.model, src, self.decoding.max_len_a, self.decoding.max_len_b)[0]
+        hyp = greedy_decode(self.model, src, Search.of(self.decoding))[0]
         tgt_in = torch.tensor([[BOS_ID, *hyp]], device=self.device)  # (1, tgt_len): what the decoder read
         encoded = self.model.encode(src, need_weights=True)
         decoded = self.model.decode(tgt_in, encoded, need_weights=True)

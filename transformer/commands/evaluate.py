@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from transformer.checkpoint import read_checkpoint
-from transformer.data import read_split
+from transformer.corpora import read_split
 from transformer.errors import ToolkitError
 from transformer.metrics import score
 from transformer.text import iter_lines

@@ -2,6 +2,7 @@
 
 mini-transformer train --config demo [--out runs/demo]
 mini-transformer train --config configs/multi30k_en_fr.yaml --set training.max_minutes=60
+mini-transformer train --config my_data.yaml --init-from runs/multi30k_en_fr --out runs/tuned
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--out", help="run directory (default: runs/<config name>)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a key")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN_OR_CHECKPOINT",
+        help="start a new run from a trained model: its weights, shape and tokenizer; the rest from --config",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     out = args.out or f"runs/{Path(args.config).stem}"
     process = setup_process(config.training)
-    summary = Trainer(prepare_run(config, out, process, resume=args.resume, overrides=args.set)).train()
+    run = prepare_run(config, out, process, resume=args.resume, overrides=args.set, init_from=args.init_from)
+    summary = Trainer(run).train()
     if process.is_main:
         print(
             f"best dev BLEU {summary['best_bleu']:.2f} after {summary['step']} steps, {summary['minutes']:.1f} min; "

@@ -3,12 +3,15 @@
 mini-transformer translate --checkpoint runs/demo "The black cat sleeps."
 mini-transformer translate --checkpoint runs/demo --input sentences.en --output sentences.fr --beam 5
 echo "The black cat sleeps." | mini-transformer translate --checkpoint runs/demo
+mini-transformer translate --checkpoint runs/demo --input mono.en --temperature 0.8 --top-k 20 --seed 1
 
 Standard input and --input are translated in chunks as lines arrive, each chunk written as soon as it is done: a
 line typed at a terminal is answered at once, and a file of millions of lines never sits in memory whole.
 With --n-best N, each sentence gives N lines `INDEX ||| TRANSLATION ||| LOG_PROB ||| SCORE`, best first: INDEX counts
 input lines from 0, LOG_PROB is the model's log-probability of the translation (its EOS included), SCORE the
 length-penalized rank key; an empty input line gives one line with an empty translation and zeros.
+With --temperature T > 0, each piece is drawn from the model's distribution instead (e.g. for back-translation):
+--top-k and --top-p narrow what it draws from, and the same --seed, input and decoding.batch_size draw the same.
 """
 
 import argparse
@@ -36,6 +39,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--beam", type=int, help="beam size (default: decoding.beam_size, 1 = greedy)")
     parser.add_argument("--alpha", type=float, help="length penalty alpha (default: decoding.length_penalty)")
     parser.add_argument("--n-best", type=int, default=0, help="print the N best translations with their scores")
+    parser.add_argument("--temperature", type=float, help="> 0: sample at T instead (default: decoding.temperature)")
+    parser.add_argument("--top-k", type=int, help="sample among the K likeliest pieces (default: decoding.top_k)")
+    parser.add_argument("--top-p", type=float, help="then within the top-P nucleus (default: decoding.top_p, 1 = all)")
+    parser.add_argument("--seed", type=int, help="the seed of sampling (default: decoding.seed)")
     parser.add_argument("--show-attention", metavar="PNG", help="draw the first sentence's attention")
     parser.add_argument("--kind", choices=ATTENTION_KINDS, default="cross", help="which attention (default: cross)")
     parser.add_argument("--layer", type=int, default=-1, help="layer to draw (default: the last)")
@@ -48,10 +55,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.n_best < 0 or (args.beam and args.n_best > args.beam):
         raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
 
-    check_search(args.beam, args.alpha)  # for either engine
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+    check_search(beam_size=args.beam, length_penalty=args.alpha, **sampling)  # for either engine
     if args.engine == "ctranslate2":
-        if args.n_best or args.show_attention:
-            raise ToolkitError("--engine ctranslate2 translates only: no --n-best or --show-attention")
+        if args.n_best or args.show_attention or any(v is not None for v in sampling.values()):
+            raise ToolkitError("--engine ctranslate2 translates only: no --n-best, --show-attention or sampling")
         from transformer.deploy import CTranslate2Translator
 
         alpha = args.alpha or 0.0  # CTranslate2's own penalty: log-probability / length^alpha
@@ -59,7 +67,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         chunk_lines = 8 * translator.batch_size
     else:
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
-        translator = translator.with_search(args.beam, args.alpha)
+        translator = translator.with_search(args.beam, args.alpha, **sampling)
+        if args.n_best and translator.decoding.temperature > 0:
+            raise ToolkitError("--n-best: sampling draws one translation a sentence, without a score")
         chunk_lines = 8 * translator.decoding.batch_size  # enough sentences to batch by length
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     bar = None
