@@ -204,16 +204,11 @@ def beam_search(
     n_best: int = 1,
     search: Search = Search(),
 ) -> list[list[Hypothesis]]:
-    """Translate a batch of sources (batch, src_len): the `n_best` best hypotheses of each, best first.
-
-    Each sentence keeps `beam_size` partial translations as rows of the batch (the key/value cache follows them
-    through `DecoderCache.reorder`). A step extends every beam by every piece and keeps the best 2k candidates: those
-    ending in EOS among the first k are finished, the best k others go on (as in fairseq and CTranslate2). A sentence is
-    done at its length limit (its beams end as they are) or once no beam can beat its n-best: log-probabilities
-    only fall as a beam grows, and the length penalty divides them by at most its value at the limit. The search is
-    tensor work on the device: the finished hypotheses are a pool of the n-best of each sentence, and the values are
-    read back only every `check_every` steps (`check_interval`), when done sentences leave the batch, and at the end.
-    """
+    """The `n_best` best hypotheses of each source of a batch (batch, src_len), best first. Each sentence keeps
+    `beam_size` beams as rows (the cache follows them: `DecoderCache.reorder`); a step keeps the best 2k candidates:
+    EOS among the first k finish, the best k others go on (as fairseq and CTranslate2). A sentence is done at its
+    length limit or once no beam can beat its n-best (log-probabilities only fall; the penalty is bounded by its value
+    at the limit). Tensor work on the device: values are read back every `check_every` steps and at the end."""
     k, batch, device = beam_size, src.size(0), src.device
     if not 1 <= 2 * k <= model.embedding.num_embeddings:
         raise ValueError(f"beam_size must be between 1 and half the vocabulary, got {beam_size}")
@@ -221,8 +216,7 @@ def beam_search(
     limits = output_limits(model, src, search)  # (batch,)
     steps = int(limits.max())
     # The penalty at each sentence's limit, computed as the host computes every other penalty: the same rounding.
-    limit_penalty = torch.tensor([length_penalty(n, alpha) for n in limits.tolist()], dtype=torch.float64)
-    limit_penalty = limit_penalty.to(device)  # (batch,)
+    limit_penalty = torch.tensor([length_penalty(n, alpha) for n in limits.tolist()], dtype=torch.float64).to(device)
     encoded = model.encode(src).select(torch.arange(batch, device=device).repeat_interleave(k))  # batch × k rows
     cache = DecoderCache() if search.use_cache else None
     sentences = torch.arange(batch, device=device)  # original index of each sentence still in the batch

@@ -101,12 +101,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.output:
             out.close()
     if args.show_attention and first is not None:
-        from transformer.plotting import save_attention_heatmap
-
-        attention = translator.attention(first, args.kind)
-        layers, heads = attention.weights.shape[:2]
-        if not -layers <= args.layer < layers or (args.head is not None and not 0 <= args.head < heads):
-            raise ToolkitError(f"--layer/--head: the model has {layers} {args.kind} layers and {heads} heads")
-        save_attention_heatmap(attention, args.show_attention, args.layer, args.head)
-        print(f"attention heatmap written to {args.show_attention}", file=sys.stderr)
+        draw_attention(translator, first, args)
     return 0
+
+
+def draw_attention(translator: Translator, sentence: str, args: argparse.Namespace) -> None:
+    """--show-attention: the heatmap of one layer (and head) of the first sentence's attention of --kind."""
+    from transformer.plotting import save_attention_heatmap
+
+    attention = translator.attention(sentence, args.kind)
+    layers, heads = attention.weights.shape[:2]
+    if not -layers <= args.layer < layers or (args.head is not None and not 0 <= args.head < heads):
+        raise ToolkitError(f"--layer/--head: the model has {layers} {args.kind} layers and {heads} heads")
+    save_attention_heatmap(attention, args.show_attention, args.layer, args.head)
+    print(f"attention heatmap written to {args.show_attention}", file=sys.stderr)
