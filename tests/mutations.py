@@ -444,6 +444,27 @@ MUTATIONS = [
         [("purge_step=self.first_step + 1 if self.first_step else None", "purge_step=None")],
         ["tests/test_tensorboard.py::test_a_resumed_run_hides_what_a_killed_session_logged_after_its_last_checkpoint"],
     ),
+    Mutation(
+        "data.init_mix forgotten on --resume (the resumed run trains on other data than it started with)",
+        "transformer/prepare.py",
+        [("if config.data.init_mix and origin is not None", "if config.data.init_mix and source is not None")],
+        [
+            "tests/test_init_from.py::test_init_mix_draws_its_share_from_the_models_own_corpus_and_a_resume_draws_the_same"
+        ],
+    ),
+    Mutation(
+        "data.init_mix draws from the new corpus instead of the model's own",
+        "transformer/prepare.py",
+        [
+            (
+                "original = cached_ids(own, cached_text(own,",
+                "original = cached_ids(config.data, cached_text(config.data,",
+            )
+        ],
+        [
+            "tests/test_init_from.py::test_init_mix_draws_its_share_from_the_models_own_corpus_and_a_resume_draws_the_same"
+        ],
+    ),
 ]
 
 

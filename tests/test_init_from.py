@@ -4,12 +4,14 @@ the given config; a fresh optimizer at step 0; a resume of that run as exact as 
 import logging
 import signal
 
+import numpy as np
 import pytest
 import torch
 from helpers import overrides, run_script
 from test_training import first_batch, tiny_config
 
 from transformer.checkpoint import load_checkpoint, read_checkpoint
+from transformer.corpora import read_pairs
 from transformer.data import collate
 from transformer.distributed import setup_process
 from transformer.prepare import prepare_run
@@ -105,6 +107,30 @@ def test_a_run_from_a_trained_model_resumes_exactly_and_keeps_where_it_started(s
         assert torch.equal(tensor, b["ema"][name]), name
     assert torch.equal(a["rng"], b["rng"])
     began = {"path": str(source / "best.pt"), "step": load_checkpoint(source / "best.pt")["step"]}
-    assert a["init_from"] == b["init_from"] == began  # recorded, and kept through the resume
+    assert a["init_from"] == b["init_from"]  # recorded, and kept through the resume
+    assert {key: a["init_from"][key] for key in began} == began and a["init_from"]["data"]["demo_train_size"] == 300
     header = (tmp_path / "split" / "config.yaml").read_text().splitlines()[0]
     assert header == f"# started from {source / 'best.pt'} (its step {began['step']})"
+
+
+def test_init_mix_draws_its_share_from_the_models_own_corpus_and_a_resume_draws_the_same(source, tmp_path):
+    """data.init_mix 0.2: a quarter as many pairs as the new data's, drawn from the source's own training corpus."""
+
+    def prepared(run_dir, mix, resume=False, steps=2):
+        config = tiny_config(
+            data__demo_train_size=400, data__demo_seed=99, data__init_mix=mix, training__max_steps=steps
+        )
+        init_from = None if resume else source
+        return prepare_run(config, run_dir, setup_process(config.training), resume=resume, init_from=init_from)
+
+    new = prepared(tmp_path / "plain", 0.0).train_data
+    mixed_run = prepared(tmp_path / "mixed", 0.2)
+    mixed = mixed_run.train_data
+    assert len(mixed) == len(new) + round(0.25 * len(new))
+    assert np.array_equal(mixed.src_lens[: len(new)], new.src_lens)  # the new data first, whole
+    own = {pair[0] for pair in read_pairs(read_checkpoint(source / "best.pt").config.data, "train")}
+    drawn = mixed_run.tokenizer.decode([ids[:-1] for ids in mixed.rows(np.arange(len(new), len(mixed)))[0]])
+    assert set(drawn) <= own  # every added pair is one the source model was trained on
+    Trainer(mixed_run).train()
+    resumed = prepared(tmp_path / "mixed", 0.2, resume=True, steps=3).train_data
+    assert np.array_equal(resumed.src_lens, mixed.src_lens) and np.array_equal(resumed.tgt_lens, mixed.tgt_lens)

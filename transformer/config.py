@@ -59,6 +59,9 @@ class DataConfig:
     hub_name: str | None = None  # Hub dataset name (needed by corpus: hub)
     hub_config: str | None = None  # Hub dataset configuration, if the dataset has several
     max_len: int = 100  # training pairs with a side longer than this many pieces are dropped (and counted)
+    # with train --init-from: this share of the training pairs is drawn (seeded) from the trained model's own training
+    # corpus, so that adapting to new data does not forget the old; 0 = the new data only
+    init_mix: float = 0.0
     demo_train_size: int = 12000  # demo corpus: distinct training pairs
     demo_dev_size: int = 300  # demo corpus: distinct dev pairs
     demo_test_size: int = 300  # demo corpus: distinct test pairs
@@ -353,6 +356,7 @@ def validate(config: Config, source: str = "config") -> None:
     )
     need(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas", "must be two numbers in [0, 1)")
     need(0 <= tr.ema < 1, "training.ema", f"must be in [0, 1), got {tr.ema}")
+    need(0 <= config.data.init_mix < 1, "data.init_mix", f"must be in [0, 1), got {config.data.init_mix}")
     need(0 <= tr.warmup_share <= 1, "training.warmup_share", f"must be in [0, 1], got {tr.warmup_share}")
     need(0 <= tr.label_smoothing < 1, "training.label_smoothing", f"must be in [0, 1), got {tr.label_smoothing}")
     keys = ("threads", "warmup_steps", "weight_decay", "clip_norm", "max_steps", "max_epochs", "max_minutes")

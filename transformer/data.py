@@ -50,6 +50,15 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.src_lens)
 
+    def mixed_with(self, other: Encoded, share: float, seed: int) -> Encoded:
+        """These pairs and a seeded sample of `other`'s, drawn so that `share` of the result comes from `other` (or
+        all of `other` when it has fewer): the same seed draws the same sample, so a resume sees the same data."""
+        wanted = min(round(share / (1 - share) * len(self)), len(other))
+        rows = np.sort(np.random.default_rng(seed).choice(len(other), size=wanted, replace=False))
+        ids = datasets.concatenate_datasets([self.ids, other.ids.select(rows)])
+        src_lens = np.concatenate([self.src_lens, other.src_lens[rows]])
+        return Encoded(ids, src_lens, np.concatenate([self.tgt_lens, other.tgt_lens[rows]]))
+
     def rows(self, indices: np.ndarray | list[int]) -> tuple[list[list[int]], list[list[int]]]:
         """Source and target ids of these pairs, gathered from the (memory-mapped) table."""
         rows = self.ids[np.asarray(indices).tolist()]

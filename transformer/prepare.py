@@ -28,7 +28,7 @@ import yaml
 from transformer import distributed
 from transformer.averaging import ExponentialMovingAverage
 from transformer.checkpoint import Checkpoint, load_weights, read_checkpoint, tokenizer_to_tensor
-from transformer.config import Config, TrainingConfig, apply_overrides, config_from_dict
+from transformer.config import Config, DataConfig, TrainingConfig, apply_overrides, config_from_dict
 from transformer.corpora import Pairs, read_split
 from transformer.corpus_cache import cached_ids, cached_text, cached_tokenizer
 from transformer.data import Batch, Encoded, batch_plan, collate, encode_pairs
@@ -76,7 +76,7 @@ class Run:
     bf16: bool
     ema: ExponentialMovingAverage | None  # with training.ema > 0
     lock: RunLock | None  # the run directory held by this process (rank 0); released when training ends
-    init_from: dict[str, Any] | None = None  # a run started from a trained model: {"path": its checkpoint, "step"}
+    init_from: dict[str, Any] | None = None  # a run from a trained model: {"path": its checkpoint, "step", "data"}
 
 
 class RunLock:
@@ -157,7 +157,11 @@ def _prepare(
     elif init_from is not None:
         source = read_checkpoint(init_from)
         config = init_config(source, config, overrides)
-        origin = {"path": str(source.path), "step": int(source.state.get("step", 0))}
+        origin = {
+            "path": str(source.path),
+            "step": int(source.state.get("step", 0)),
+            "data": source.config.to_dict()["data"],
+        }
         log.info("starting from the model of %s (step %d), with a fresh optimizer", source.path, origin["step"])
     trained = checkpoint or source  # the weights and tokenizer a resumed run, or a run from a trained model, takes
     dev_pairs = read_split(config.data, "dev")  # first: a broken dev file fails in seconds, before anything is written
@@ -170,6 +174,12 @@ def _prepare(
     tokenizer = Tokenizer(distributed.broadcast_bytes(tokenizer and tokenizer.model_bytes, process.world))
     if train_data is None:
         train_data = cached_ids(config.data, cached_text(config.data, "train"), tokenizer)
+    if config.data.init_mix and origin is not None and "data" in origin:  # some of what the model was trained on
+        own = DataConfig(**origin["data"])
+        new_pairs = len(train_data)
+        original = cached_ids(own, cached_text(own, "train"), tokenizer)
+        train_data = train_data.mixed_with(original, config.data.init_mix, config.training.seed)
+        log.info("data.init_mix: %d pairs of the trained model's own corpus mixed in", len(train_data) - new_pairs)
     if process.is_main:  # the run's files appear once its data was read: a corpus that fails leaves none
         write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
         started = f"# started from {origin['path']} (its step {origin['step']})\n" if origin else ""
