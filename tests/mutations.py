@@ -54,7 +54,7 @@ MUTATIONS = [
     Mutation(
         "a non-finite step not skipped (Adam updates with NaN gradients, the error comes after)",
         "transformer/optimization.py",
-        [("optimizer.found_inf = (~(total.isfinite() & grad_norm.isfinite())).float()", "optimizer.found_inf = None")],
+        [("optimizer.found_inf = (~(loss_ok & grads_ok)).float()", "optimizer.found_inf = None")],
         ["tests/test_training.py"],
     ),
     Mutation(

@@ -2,13 +2,12 @@
 the given config; a fresh optimizer at step 0; a resume of that run as exact as any other."""
 
 import logging
-import signal
 
 import numpy as np
 import pytest
 import torch
 from helpers import overrides, run_script
-from test_training import first_batch, tiny_config
+from test_training import first_batch, tiny_config, train_stopping_at
 
 from transformer.checkpoint import load_checkpoint, read_checkpoint
 from transformer.corpora import read_pairs
@@ -84,16 +83,7 @@ def train_tuned(source, run_dir, stop_at=None, resume=False):
                          training__ema=0.5, model__dropout=0.1)  # fmt: skip
     process = setup_process(config.training)
     trainer = Trainer(prepare_run(config, run_dir, process, resume=resume, init_from=None if resume else source))
-    step = trainer.train_step
-
-    def step_then_maybe_stop(batches):
-        result = step(batches)
-        if trainer.progress.step == stop_at:
-            trainer._request_stop(signal.SIGINT, None)
-        return result
-
-    trainer.train_step = step_then_maybe_stop
-    return trainer.train()
+    return train_stopping_at(trainer, stop_at)
 
 
 def test_a_run_from_a_trained_model_resumes_exactly_and_keeps_where_it_started(source, tmp_path):

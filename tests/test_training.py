@@ -177,6 +177,11 @@ def train_in_process(run_dir, stop_at=None, resume=False):
     config = tiny_config(data__demo_train_size=300, training__max_steps=30, training__schedule="linear",
                          training__eval_every=100)  # fmt: skip
     trainer = Trainer(prepare_run(config, run_dir, setup_process(config.training), resume=resume))
+    return train_stopping_at(trainer, stop_at)
+
+
+def train_stopping_at(trainer, stop_at=None):
+    """trainer.train(), stopped as by Ctrl-C once it reaches step `stop_at` (None: not stopped)."""
     step = trainer.train_step
 
     def step_then_maybe_stop(batches):

@@ -54,6 +54,8 @@ class Step:
     loss: torch.Tensor  # () the label-smoothed loss summed over the step's target tokens, all processes
     grad_norm: torch.Tensor  # () before clipping
     tokens: int  # target tokens of the step, all processes
+    loss_ok: torch.Tensor  # () bool: the loss was finite
+    grads_ok: torch.Tensor  # () bool: the gradient norm was finite (Adam skipped the update unless both)
 
 
 def train_step(
@@ -90,10 +92,11 @@ def train_step(
         # The gradient norm is needed anyway for clipping; with clipping off, max_norm=inf only measures it.
         parameters = [p for group in optimizer.param_groups for p in group["params"]]  # the model's, in its order
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, training.clip_norm or math.inf)
-        optimizer.found_inf = (~(total.isfinite() & grad_norm.isfinite())).float()  # read by fused Adam: skip if 1
+        loss_ok, grads_ok = total.isfinite(), grad_norm.isfinite()
+        optimizer.found_inf = (~(loss_ok & grads_ok)).float()  # read by fused Adam: skip if 1
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return Step(total, grad_norm, tokens)
+    return Step(total, grad_norm, tokens, loss_ok, grads_ok)
 
 
 class FiniteGuard:
@@ -105,8 +108,7 @@ class FiniteGuard:
         self.first_bad = torch.zeros(3, dtype=torch.float64, device=device)  # step, kind (1: loss, 2: grads), loss
 
     def record(self, step: int, result: Step) -> None:
-        loss_ok, grads_ok = result.loss.isfinite(), result.grad_norm.isfinite()
-        kind = torch.where(loss_ok, torch.where(grads_ok, 0.0, 2.0), 1.0).double()
+        kind = torch.where(result.loss_ok, torch.where(result.grads_ok, 0.0, 2.0), 1.0).double()
         at = torch.full((), float(step), dtype=torch.float64, device=self.first_bad.device)
         verdict = torch.stack([at, kind, result.loss.double()])
         self.first_bad = torch.where((self.first_bad[1] == 0) & (kind > 0), verdict, self.first_bad)
