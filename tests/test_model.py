@@ -57,6 +57,23 @@ def test_cached_decoding_gives_the_same_logits_as_full_recomputation():
     assert torch.allclose(full, torch.cat(steps, dim=1), atol=1e-5)
 
 
+def test_the_cache_outgrows_its_buffer_and_follows_reordered_rows():
+    """Past the cache's first capacity (16 positions) and with rows reordered and dropped between steps, each step's
+    logits equal a full recomputation over the rows' whole prefixes."""
+    model = tiny_model()
+    src, tgt = random_ids(4, 7, seed=9), random_ids(4, 40, seed=10)
+    encoded, cache, rows = model.encode(src), DecoderCache(), torch.arange(4)
+    logits = model.decode(tgt[:, :3], encoded, cache).logits  # a prefix of 3 positions in one call
+    for t in range(3, 40):
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(t))[: max(2, len(rows) - t % 2)]
+        cache.reorder(order)
+        rows, encoded = rows[order], encoded.select(order)
+        logits = model.decode(tgt[rows, t : t + 1], encoded, cache).logits
+    full = model.decode(tgt[rows], model.encode(src[rows])).logits[:, -1:]
+    assert cache.length == 40 and len(rows) == 2
+    assert torch.allclose(full, logits, atol=1e-5)
+
+
 def test_embeddings_and_output_projection_are_one_matrix():
     """Tied: the logits are the decoder states times the embedding matrix, and no other matrix could make them."""
     model = tiny_model()

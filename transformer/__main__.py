@@ -1,5 +1,4 @@
-"""`python -m transformer COMMAND ...` is `mini-transformer COMMAND ...`, for an environment whose scripts are not on
-PATH."""
+"""`python -m transformer COMMAND ...` is `mini-transformer COMMAND ...` where the scripts are not on PATH."""
 
 from transformer.cli import main
 

@@ -27,19 +27,20 @@ class ExponentialMovingAverage:
         for name, p in self.params.items():
             self.average[name].lerp_(p, 1 - self.decay)
 
+    @torch.no_grad()
+    def _load(self, weights: dict[str, torch.Tensor]) -> None:
+        for name, p in self.params.items():
+            p.copy_(weights[name])
+
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
         """The averaged weights in the model while the block runs (to validate or save them); the trained ones after."""
         trained = {name: p.detach().clone() for name, p in self.params.items()}
-        with torch.no_grad():
-            for name, p in self.params.items():
-                p.copy_(self.average[name])
+        self._load(self.average)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for name, p in self.params.items():
-                    p.copy_(trained[name])
+            self._load(trained)
 
 
 def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
@@ -49,13 +50,9 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
     for other in checkpoints[1:]:
         if other.config.model != first.config.model or other.tokenizer.model_bytes != first.tokenizer.model_bytes:
             raise CheckpointError(f"{other.path}: another model shape or tokenizer than {first.path}; cannot average")
-    names = first.state["model"].keys()
-    averaged = {
-        name: torch.stack([c.state["model"][name].float() for c in checkpoints])
-        .mean(0)
-        .to(first.state["model"][name].dtype)
-        for name in names
-    }
+    averaged = {}
+    for name, tensor in first.state["model"].items():  # in fp32, back to each tensor's own dtype
+        averaged[name] = torch.stack([c.state["model"][name].float() for c in checkpoints]).mean(0).to(tensor.dtype)
     return {
         "config": first.config.to_dict(),
         "tokenizer": first.state["tokenizer"],

@@ -1,32 +1,37 @@
 """Measuring speed: the matmul peak, model FLOPs, timed training steps and decoding, a profile of where a step's time
-goes, and `torch.nn.Transformer` of the same shape as the baseline. `mini-transformer benchmark` reports them.
-
-Model FLOPs are counted by hand (see `forward_flops`), on real tokens only: padding is waste, not work.
-"""
+goes, and `torch.nn.Transformer` of the same shape as the baseline. `mini-transformer benchmark` reports them."""
 
 from __future__ import annotations
 
+import logging
 import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.profiler import record_function
 
-from transformer.config import Config
-from transformer.data import Batch, Encoded, batch_plan, collate, padding_fraction
-from transformer.decoding import Search, greedy_decode
-from transformer.device import cpu_info, device_name, synchronize
+from transformer.checkpoint import read_checkpoint
+from transformer.config import Config, ModelConfig
+from transformer.corpora import read_split
+from transformer.data import Batch, Encoded, batch_plan, collate, encode_batch, encode_pairs, padding_fraction
+from transformer.decoding import Search, beam_search, greedy_decode
+from transformer.device import cpu_info, device_name, native_bf16, synchronize
 from transformer.distributed import Process
 from transformer.layers import PositionalEncoding
 from transformer.loss import loss_sum
 from transformer.model import Transformer
 from transformer.optimization import build_optimizer, train_step
-from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad
+from transformer.specials import BOS_ID, EOS_ID, PAD_ID, pad, until_eos
+from transformer.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def machine(device: torch.device) -> dict:
@@ -38,6 +43,15 @@ def machine(device: torch.device) -> dict:
         "cpu": cpu_info(),
         "torch": torch.__version__,
     }
+
+
+def timed(run: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    """What `run()` returns, and the seconds it took, the work it queued on `device` included."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    synchronize(device)
+    return result, time.perf_counter() - start
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, seconds: float = 2.0) -> float:
@@ -55,36 +69,33 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, seco
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
 
 
-def forward_flops(config: Config, vocab: int, src_lens: list[int], tgt_lens: list[int]) -> float:
-    """FLOPs of one forward pass: 2 per multiply-add of every matmul, real tokens only, embeddings free.
-
-    Attention scores and weighted sums count each sentence's full (len × len) square, causal or not.
-    """
-    m = config.model
-    d, ff = m.d_model, m.d_ff
-    src, tgt = sum(src_lens), sum(tgt_lens)
-    src_sq = sum(s * s for s in src_lens)
-    tgt_sq = sum(t * t for t in tgt_lens)
-    cross = sum(s * t for s, t in zip(src_lens, tgt_lens, strict=True))
-    encoder = 2 * (4 * d * d * src + 2 * d * ff * src + 2 * d * src_sq)
-    self_attention = 4 * d * d * tgt + 2 * d * tgt_sq  # q, k, v, out projections; scores and weighted sum
-    cross_attention = 2 * d * d * tgt + 2 * d * d * src + 2 * d * cross  # q, out on the target; k, v on the source
-    decoder = 2 * (self_attention + cross_attention + 2 * d * ff * tgt)
-    return m.encoder_layers * encoder + m.decoder_layers * decoder + 2 * d * vocab * tgt
+def forward_flops(model: ModelConfig, vocab: int, batch: Batch) -> int:
+    """FLOPs of one forward pass over `batch`: 2 per multiply-add of every matmul, embeddings free, real tokens only
+    (padding is waste, not work). Attention scores and weighted sums count each sentence's full (len × len) square,
+    causal or not."""
+    d, ff = model.d_model, model.d_ff
+    flops = 0
+    src_lens, tgt_lens = ((ids != PAD_ID).sum(1).tolist() for ids in (batch.src, batch.tgt_out))
+    for s, t in zip(src_lens, tgt_lens, strict=True):  # one sentence's source and target lengths
+        encoder = 2 * (4 * d * d * s + 2 * d * ff * s + 2 * d * s * s)
+        self_attention = 4 * d * d * t + 2 * d * t * t  # q, k, v, out projections; scores and weighted sum
+        cross_attention = 2 * d * d * t + 2 * d * d * s + 2 * d * s * t  # q, out on the target; k, v on the source
+        decoder = 2 * (self_attention + cross_attention + 2 * d * ff * t)
+        flops += model.encoder_layers * encoder + model.decoder_layers * decoder + 2 * d * vocab * t
+    return flops
 
 
 class BaselineTransformer(nn.Module):
     """What a user would pick instead: `torch.nn.Transformer` with the same shape, embeddings and tied output."""
 
-    def __init__(self, config: Config, vocab: int) -> None:
+    def __init__(self, config: ModelConfig, vocab: int) -> None:
         super().__init__()
-        m = config.model
-        self.d_model = m.d_model
-        self.embedding = nn.Embedding(vocab, m.d_model, padding_idx=PAD_ID)
-        self.positions = PositionalEncoding(m.d_model, m.max_positions)
+        self.d_model = config.d_model
+        self.embedding = nn.Embedding(vocab, config.d_model, padding_idx=PAD_ID)
+        self.positions = PositionalEncoding(config.d_model, config.max_positions)
         self.core = nn.Transformer(
-            m.d_model, m.heads, m.encoder_layers, m.decoder_layers, m.d_ff, m.dropout,
-            batch_first=True, norm_first=m.norm == "pre",
+            config.d_model, config.heads, config.encoder_layers, config.decoder_layers, config.d_ff, config.dropout,
+            batch_first=True, norm_first=config.norm == "pre",
         )  # fmt: skip
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -104,8 +115,9 @@ class BaselineTransformer(nn.Module):
         return loss_sum(logits, tgt_out, label_smoothing)
 
     @torch.no_grad()
-    def greedy(self, src: torch.Tensor, steps: int) -> torch.Tensor:
-        """The baseline has no key/value cache: every step runs the decoder over the whole prefix."""
+    def greedy(self, src: torch.Tensor, search: Search) -> list[list[int]]:
+        """`greedy_decode` without a key/value cache: every step runs the decoder over the whole prefix."""
+        steps = int((src != PAD_ID).sum(1).max() * search.max_len_a + search.max_len_b)
         src_pad = src == PAD_ID
         memory = self.core.encoder(self.embed(src), src_key_padding_mask=src_pad)
         prefix = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
@@ -116,69 +128,87 @@ class BaselineTransformer(nn.Module):
             prefix = torch.cat([prefix, next_ids[:, None]], dim=1)
             if bool((next_ids == EOS_ID).all()):
                 break
-        return prefix
+        return [until_eos(row) for row in prefix[:, 1:].tolist()]
 
 
-@dataclass
-class TrainResult:
-    tokens_per_s: float  # source + target real tokens
-    tgt_tokens_per_s: float
-    gflops: float  # model FLOP/s achieved, in GFLOP/s
+def training_step(model: nn.Module, config: Config, bf16: bool, device: torch.device) -> Callable[[Batch], Any]:
+    """A training step on one batch as training makes it (`train_step`: forward, loss, backward, clipping, Adam)."""
+    model.to(device).train()
+    optimizer, process = build_optimizer(model, config.training), Process(0, 1, device)
+    return lambda batch: train_step(model, optimizer, [batch], config.training, config.training.lr, bf16, process)
 
 
 def time_training(
-    model: nn.Module, batches: list[Batch], flops: list[float], warmup: int, bf16: bool, config: Config,
-    device: torch.device,
-) -> TrainResult:  # fmt: skip
-    """Training steps as training makes them (`train_step`: forward, loss, backward, clipping, Adam) over `batches`
+    model: nn.Module, batches: list[Batch], warmup: int, bf16: bool, config: Config, device: torch.device
+) -> dict[str, float]:
+    """Tokens/s (source + target, and target only) and model GFLOP/s (3 × forward) of training steps over `batches`
     on `device`, each batch copied there as training copies it; the first `warmup` are not timed."""
-    model.to(device).train()
-    optimizer, process = build_optimizer(model, config.training), Process(0, 1, device)
-
-    def step(batch: Batch) -> None:
-        train_step(model, optimizer, [batch], config.training, config.training.lr, bf16, process)
-
+    step = training_step(model, config, bf16, device)
     for batch in batches[:warmup]:
         step(batch)
-    timed = batches[warmup:]
-    synchronize(device)
-    start = time.perf_counter()
-    for batch in timed:
-        step(batch)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    tokens = sum(b.src_tokens + b.tgt_tokens for b in timed)
-    tgt_tokens = sum(b.tgt_tokens for b in timed)
-    return TrainResult(tokens / seconds, tgt_tokens / seconds, 3 * sum(flops[warmup:]) / seconds / 1e9)
-
-
-def training_batches(data: Encoded, config: Config, vocab: int, count: int) -> tuple[list[Batch], list[float], float]:
-    """The first `count` batches of the training plan, their forward FLOPs, and their padding fraction."""
-    plan = batch_plan(data, config.training.batch_tokens, config.training.seed, 0)[:count]
-    flops = [forward_flops(config, vocab, data.src_lens[b].tolist(), data.tgt_lens[b].tolist()) for b in plan]
-    return [collate(data, b) for b in plan], flops, padding_fraction(data, plan)
+    measured = batches[warmup:]
+    _, seconds = timed(lambda: [step(batch) for batch in measured], device)
+    flops = 3 * sum(forward_flops(config.model, model.embedding.num_embeddings, b) for b in measured)
+    return {
+        "tokens_per_s": sum(b.src_tokens + b.tgt_tokens for b in measured) / seconds,
+        "tgt_tokens_per_s": sum(b.tgt_tokens for b in measured) / seconds,
+        "gflops": flops / seconds / 1e9,
+    }
 
 
 def time_decoding(
     decode: Callable[[torch.Tensor], list[list[int]]], sources: list[list[int]], batch_size: int, device: torch.device
-):
-    """Sentences/s and output tokens/s of `decode` over the sources, sorted by length, in batches (the outputs come
-    back to the host as lists: the time includes the device's work)."""
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    produced = 0
-    start = time.perf_counter()
-    for i in range(0, len(order), batch_size):
-        src = pad([sources[j] for j in order[i : i + batch_size]]).to(device)
-        produced += sum(len(h) + 1 for h in decode(src))
-    seconds = time.perf_counter() - start
-    return len(sources) / seconds, produced / seconds
+) -> dict[str, float]:
+    """Sentences/s and output tokens/s (EOS included) of `decode` over the sources, sorted by length, in batches (the
+    outputs come back to the host as lists: the time includes the device's work)."""
+    ordered = sorted(sources, key=len)
+    batches = [pad(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size)]
+    outputs, seconds = timed(lambda: [out for src in batches for out in decode(src.to(device))], device)
+    tokens = sum(len(out) + 1 for out in outputs)
+    return {"sentences_per_s": len(sources) / seconds, "tokens_per_s": tokens / seconds, "sentences": len(sources)}
 
 
 def time_fixed_length(model: Transformer, src: torch.Tensor, length: int, use_cache: bool) -> float:
-    """Seconds per sentence to generate exactly `length` pieces (end-of-sentence forbidden until then)."""
-    start = time.perf_counter()
-    greedy_decode(model, src, Search(max_len_a=0, max_len_b=length, min_len=length, use_cache=use_cache))
-    return (time.perf_counter() - start) / src.size(0)
+    """Seconds per sentence to generate exactly `length` pieces (end-of-sentence forbidden until then), best of 3."""
+    search = Search(max_len_a=0, max_len_b=length, min_len=length, use_cache=use_cache)
+    return min(timed(lambda: greedy_decode(model, src, search), src.device)[1] for _ in range(3)) / src.size(0)
+
+
+def decoding_report(
+    model: Transformer, config: Config, dev: list[list[int]], test: list[list[int]], single: int, device: torch.device
+) -> dict:
+    """Greedy (cached or not, batched or one at a time) and beam decoding, beside the baseline's greedy; and how the
+    time of one sentence grows with its length."""
+    baseline = BaselineTransformer(config.model, model.embedding.num_embeddings).to(device).eval()
+    search, size = Search.of(config.decoding), config.decoding.batch_size
+    cached = partial(greedy_decode, model, search=search)
+    uncached = partial(greedy_decode, model, search=replace(search, use_cache=False))
+    recomputed = partial(baseline.greedy, search=search)
+
+    def beam(src: torch.Tensor) -> list[list[int]]:
+        return [hyps[0].ids for hyps in beam_search(model, src, 5, config.decoding.length_penalty, search=search)]
+
+    runs = {
+        f"ours, cache, batch {size}": (cached, dev, size),
+        f"ours, no cache, batch {size}": (uncached, dev, size),
+        "ours, cache, one at a time": (cached, dev[:single], 1),
+        "ours, no cache, one at a time": (uncached, dev[:single], 1),
+        f"torch.nn.Transformer, batch {size}": (recomputed, dev, size),
+        "torch.nn.Transformer, one at a time": (recomputed, dev[:single], 1),
+        f"ours, cache, batch {size}, test split": (cached, test, size),
+        f"ours, beam 5, batch {size}, test split": (beam, test, size),
+        "ours, cache, batch 64, test split": (cached, test, 64),  # most toolkits' default (one row if it is ours)
+    }
+    decoding = {}
+    for name, (decode, sources, batch_size) in runs.items():
+        decoding[name] = time_decoding(decode, sources, batch_size, device)
+        log.info("decode %-34s: %7.1f sentences/s", name, decoding[name]["sentences_per_s"])
+    src = pad([dev[len(dev) // 2]]).to(device)  # (1, src_len)
+    by_length = {
+        str(n): {"cache": time_fixed_length(model, src, n, True), "no_cache": time_fixed_length(model, src, n, False)}
+        for n in (10, 20, 40, 80)
+    }
+    return {"decoding": decoding, "seconds_per_sentence_by_length": by_length}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -197,33 +227,26 @@ REGIONS = ("data", "optimizer", "loss")  # record_function regions (and the loss
 def category(event) -> str:  # noqa: ANN001 (a torch.autograd.profiler FunctionEvent)
     """matmul, attention, loss, optimizer, data or elementwise (everything else: copies, adds, norms, dropout …)
     for one profiled operation: its own name first, then the region it ran in."""
-    name = event.name
-    if name in MATMUL:
+    if event.name in MATMUL:
         return "matmul"
-    if "scaled_dot_product" in name or name in ("aten::_softmax", "aten::_softmax_backward_data"):
+    if event.name in ("aten::_softmax", "aten::_softmax_backward_data"):
         return "attention"
     while event is not None:
+        if "scaled_dot_product" in event.name:
+            return "attention"
         for region in REGIONS:
             if event.name == region or (region == "loss" and event.name.startswith("ChunkedProjectionLoss")):
                 return region
-        if "scaled_dot_product" in event.name:
-            return "attention"
         event = event.cpu_parent
     return "elementwise"
 
 
-def profile_split(run: Callable[[], None], steps: int, device: torch.device) -> dict[str, float]:
+def profile(run: Callable[[], Any], steps: int, device: torch.device) -> dict[str, float]:
     """Milliseconds per call of `run` in each category, and `other`: wall time no operation accounts for (Python,
     the autograd engine, waiting). One untimed call first."""
     run()
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities) as profiler:
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            run()
-        synchronize(device)
-        wall = time.perf_counter() - start
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        _, wall = timed(lambda: [run() for _ in range(steps)], device)
     split = dict.fromkeys(("matmul", "attention", "elementwise", "loss", "optimizer", "data"), 0.0)
     for event in profiler.events():
         split[category(event)] += event.self_cpu_time_total / 1e3 / steps  # µs → ms per call
@@ -231,21 +254,65 @@ def profile_split(run: Callable[[], None], steps: int, device: torch.device) -> 
     return split
 
 
-def profile_training(model: Transformer, data: Encoded, plan: list, config: Config, bf16: bool,
-                     device: torch.device, steps: int = 5) -> dict[str, float]:  # fmt: skip
-    """Split training steps over the first batches of `plan`: what a training step of this config costs where."""
-    model.to(device).train()
-    optimizer, process, batches = build_optimizer(model, config.training), Process(0, 1, device), iter(plan * 2)
+def profile_report(
+    model: Transformer, data: Encoded, plan: list, dev: list[list[int]], config: Config, device: torch.device
+) -> dict[str, dict[str, float]]:
+    """`profile` of fp32 training steps of a new model over the first batches of `plan` (each collated as the step's
+    `data`), and of `model` translating a batch of `dev` greedily."""
+    torch.manual_seed(0)
+    step = training_step(Transformer(config.model, model.embedding.num_embeddings), config, False, device)
+    batches = iter(plan * 2)
 
-    def step() -> None:
+    def collate_and_step() -> None:
         with record_function("data"):
             batch = collate(data, next(batches)).to(device)
-        train_step(model, optimizer, [batch], config.training, config.training.lr, bf16, process)
+        step(batch)
 
-    return profile_split(step, steps, device)
+    src = pad(dev[: config.decoding.batch_size])
+    return {
+        "training step": profile(collate_and_step, 5, device),
+        f"greedy decoding, batch {src.size(0)}": profile(
+            lambda: greedy_decode(model, src.to(device), Search.of(config.decoding)), 3, device
+        ),
+    }
 
 
-def profile_decoding(model: Transformer, src: torch.Tensor, search: Search, device: torch.device) -> dict[str, float]:
-    """Split a greedy translation of the batch `src`: what decoding costs where."""
-    model.to(device).eval()
-    return profile_split(lambda: greedy_decode(model, src.to(device), search), 3, device)
+def speed_report(
+    config: Config, checkpoint: str | None, steps: int, warmup: int, single: int, bf16: bool, profiling: bool,
+    device: torch.device,
+) -> dict:  # fmt: skip
+    """Training and decoding speed of ours and of the baseline, in one run on the config's real batches: `steps`
+    timed training steps after `warmup` untimed ones, in fp32 (and bf16 with `bf16`, where it is native), `single`
+    dev sentences decoded one at a time; with `profiling`, where a training step and a decoding batch spend it."""
+    report = {**machine(device), "native_bf16": native_bf16(device)}
+    # Without native bf16 a bf16 matmul is emulated (here ~170x slower than fp32): measure it small, train in fp32 only.
+    bf16_size = 2048 if report["native_bf16"] else 256
+    peak = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device, size=bf16_size)}
+    report["peak_gflops"] = peak
+    trained = read_checkpoint(checkpoint) if checkpoint else None
+    train_pairs = read_split(config.data, "train")
+    tokenizer = (
+        trained.tokenizer if trained else Tokenizer.train([*train_pairs.src, *train_pairs.tgt], config.tokenizer)
+    )
+    vocab = tokenizer.vocab_size
+    data = encode_pairs(train_pairs, tokenizer, config.data.max_len)
+    plan = batch_plan(data, config.training.batch_tokens, config.training.seed, 0)[: warmup + steps]
+    batches = [collate(data, b) for b in plan]
+    report["padding_fraction"] = padding_fraction(data, plan)
+    flops = sum(forward_flops(config.model, vocab, b) for b in batches)
+    report["forward_gflop_per_tgt_token"] = flops / sum(b.tgt_tokens for b in batches) / 1e9
+    report["training"] = {}
+    for precision in ["fp32", "bf16"] if bf16 and report["native_bf16"] else ["fp32"]:
+        for name, build in (("ours", Transformer), ("torch.nn.Transformer", BaselineTransformer)):
+            torch.manual_seed(0)
+            result = time_training(build(config.model, vocab), batches, warmup, precision == "bf16", config, device)
+            report["training"][f"{name} {precision}"] = result | {"peak_fraction": result["gflops"] / peak[precision]}
+            log.info("train %-22s %s: %8.0f target tokens/s", name, precision, result["tgt_tokens_per_s"])
+    dev, test = (encode_batch(vars(read_split(config.data, role)), tokenizer)["src"] for role in ("dev", "test"))
+    torch.manual_seed(0)
+    model = (trained.build_model() if trained else Transformer(config.model, vocab)).to(device).eval()
+    report |= decoding_report(model, config, dev, test, single, device)
+    if profiling:
+        report["profile"] = profile_report(model, data, plan, dev, config, device)
+    report["peak_memory_mb"] = peak_memory_mb(device)
+    return report

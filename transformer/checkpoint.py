@@ -1,9 +1,6 @@
-"""Checkpoints: everything a run needs to resume or to translate, written atomically and loaded safely.
-
-A checkpoint is a plain dict of tensors, numbers and strings saved with `torch.save` and read back with
-`torch.load(weights_only=True)`, which refuses to run code from the file. It carries the config as a plain dict and
-the tokenizer model as bytes (in a uint8 tensor), so a checkpoint alone is enough to translate.
-"""
+"""Checkpoints: everything a run needs to resume or to translate, written atomically and loaded safely: a plain dict
+of tensors, numbers and strings, read back with `torch.load(weights_only=True)`, which refuses to run code from the
+file. It carries the config as a plain dict and the tokenizer model as bytes (a uint8 tensor): enough to translate."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from typing import Any
 
 import torch
 
-from transformer.config import Config, config_from_dict
+from transformer.config import Config, ModelConfig, config_from_dict
 from transformer.errors import CheckpointError, ToolkitError
 from transformer.files import atomic_file
 from transformer.model import Transformer
@@ -28,7 +25,6 @@ REQUIRED_KEYS = ("format_version", "config", "tokenizer", "model")
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Through `atomic_file`: a crash or a failed write leaves the old checkpoint or the new one, never a torn one."""
-    path = Path(path)
     writer = None
     try:
         with atomic_file(path) as file:
@@ -123,10 +119,16 @@ class Checkpoint:
     tokenizer: Tokenizer
     state: dict[str, Any]
 
-    def build_model(self) -> Transformer:
-        """The model the config describes, with the saved weights; weights that do not fit are one clear error."""
-        model = Transformer(self.config.model, self.tokenizer.vocab_size)
-        load_weights(model, self.state["model"], self.path)
+    def build_model(self, model_config: ModelConfig | None = None) -> Transformer:
+        """The model its config (or `model_config`: a new run's dropout) describes, with the saved weights; weights
+        that do not fit are one clear error."""
+        model = Transformer(model_config or self.config.model, self.tokenizer.vocab_size)
+        try:
+            model.load_state_dict(self.state["model"])
+        except (RuntimeError, TypeError, AttributeError, KeyError) as e:
+            raise CheckpointError(
+                f"{self.path}: the weights do not fit the model its config describes: {_first_line(e)}"
+            ) from None
         return model
 
 
@@ -136,19 +138,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state = load_checkpoint(path)
     config = config_from_dict(state["config"], source=f"{path} (config)")
     try:
-        tokenizer = Tokenizer(tensor_to_tokenizer(state["tokenizer"]))
+        tokenizer = Tokenizer(state["tokenizer"].numpy().tobytes())
     except (ToolkitError, RuntimeError, OSError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: the tokenizer inside is not usable: {_first_line(e)}") from None
     return Checkpoint(path, config, tokenizer, state)
-
-
-def load_weights(model: torch.nn.Module, weights: Any, path: str | os.PathLike) -> None:
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, TypeError, AttributeError, KeyError) as e:
-        raise CheckpointError(
-            f"{path}: the weights do not fit the model its config describes: {_first_line(e)}"
-        ) from None
 
 
 def _first_line(error: Exception) -> str:
@@ -169,11 +162,3 @@ def _upgrade_v1_weights(weights: Any) -> Any:
     for old, new in renames:
         weights = {key.replace(old, new): value for key, value in weights.items()}
     return weights
-
-
-def tokenizer_to_tensor(model_bytes: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(model_bytes), dtype=torch.uint8)
-
-
-def tensor_to_tokenizer(tensor: torch.Tensor) -> bytes:
-    return bytes(tensor.numpy().tobytes())

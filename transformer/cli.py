@@ -1,10 +1,6 @@
-"""The `mini-transformer` command and what every command shares: logging to stderr, and user mistakes as one line
-with exit code 2.
-
-`mini-transformer train --config demo` runs `transformer.commands.train.main`; `python scripts/train.py` in a clone
-runs the same function through `run`. Only the chosen command's module is imported: `--help` and `train` work
-without the serve or deploy extras.
-"""
+"""The `mini-transformer` command and what every command shares: logging to stderr, user mistakes as one line with
+exit code 2. `mini-transformer train` runs `transformer.commands.train.main` (`scripts/train.py` too, through `run`);
+only the chosen command's module is imported, so `--help` and `train` work without the serve or deploy extras."""
 
 from __future__ import annotations
 
@@ -48,9 +44,7 @@ def dispatch(argv: list[str]) -> int:
         epilog=f"commands:{listing}\n\n`mini-transformer COMMAND --help` gives the options of a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "command", metavar="COMMAND", choices=COMMANDS, help="one of the commands below, then its options"
-    )
+    parser.add_argument("command", metavar="COMMAND", choices=COMMANDS, help="a command below, then its options")
     parser.parse_args(argv)  # prints the help, or the usage and an error, and exits
     return 2
 

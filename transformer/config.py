@@ -6,12 +6,14 @@ missing file) becomes one `ConfigError` line that names the key and what would b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
 import reprlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,17 +22,14 @@ import yaml
 
 from transformer.errors import ConfigError
 
-CORPORA = ("demo", "multi30k", "files", "tsv", "jsonl", "hub")
-SCHEDULES = ("inverse_sqrt", "linear", "cosine", "rex")
-
 # The keys that take one of a few values: validate() checks them, docs/config.md lists them.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.corpus": CORPORA,
+    "data.corpus": ("demo", "multi30k", "files", "tsv", "jsonl", "hub"),
     "tokenizer.model_type": ("unigram", "bpe"),
     "model.norm": ("pre", "post"),
     "training.device": ("auto", "cpu", "cuda"),
     "training.precision": ("fp32", "bf16", "auto"),
-    "training.schedule": SCHEDULES,
+    "training.schedule": ("inverse_sqrt", "linear", "cosine", "rex"),
 }
 
 # Each key's comment (the lines just above it and the one after it) is its entry in docs/config.md, which
@@ -317,61 +316,60 @@ def resolve_paths(config: Config) -> None:
 
 
 def validate(config: Config, source: str = "config") -> None:
-    """Check values that types alone cannot: ranges, choices and cross-field constraints."""
-    d, t, m, tr, dec = config.data, config.tokenizer, config.model, config.training, config.decoding
+    """Check values that types alone cannot: choices, ranges and the rules between keys."""
+    d, m, tr, dec = config.data, config.model, config.training, config.decoding
 
     def need(ok: bool, key: str, message: str) -> None:
         if not ok:
             raise ConfigError(f"{source}: {key}: {message}")
 
-    def at_least(section: object, prefix: str, keys: tuple[str, ...], low: float) -> None:
-        for key in keys:
-            need(getattr(section, key) >= low, f"{prefix}.{key}", f"must be >= {low}, got {getattr(section, key)}")
+    def check(section: str, keys: str, rule: str, ok: Callable[[Any], bool]) -> None:
+        for key in keys.split():
+            value = getattr(getattr(config, section), key)
+            need(ok(value), f"{section}.{key}", f"must be {rule}, got {value}")
+
+    def at_least(section: str, keys: str, low: int) -> None:
+        check(section, keys, f">= {low}", lambda value: value >= low)
 
     for key, options in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         need(value in options, key, f"got {shown(value)}; choose one of {', '.join(options)}")
     need(d.corpus != "hub" or bool(d.hub_name), "data.hub_name", "corpus 'hub' needs a dataset name")
-    at_least(d, "data", ("max_len",), 2)
-    at_least(d, "data", ("demo_train_size", "demo_dev_size", "demo_test_size"), 1)
+    at_least("data", "max_len", 2)
+    at_least("data", "demo_train_size demo_dev_size demo_test_size", 1)
+    check("data", "init_mix", "in [0, 1)", lambda value: 0 <= value < 1)
     need(d.src_lang != d.tgt_lang, "data.tgt_lang", "source and target languages must differ")
-    at_least(t, "tokenizer", ("vocab_size",), 16)
-    at_least(t, "tokenizer", ("sample_sentences",), 1)
-    need(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
-    at_least(m, "model", ("d_model", "heads", "d_ff", "encoder_layers", "decoder_layers", "max_positions"), 1)
+    at_least("tokenizer", "vocab_size", 16)
+    at_least("tokenizer", "sample_sentences", 1)
+    check("tokenizer", "character_coverage", "in (0, 1]", lambda value: 0 < value <= 1)
+    at_least("model", "d_model heads d_ff encoder_layers decoder_layers max_positions", 1)
     need(m.d_model % m.heads == 0, "model.d_model", f"{m.d_model} is not divisible by model.heads={m.heads}")
-    for key in ("dropout", "attention_dropout"):
-        need(0 <= getattr(m, key) < 1, f"model.{key}", f"must be in [0, 1), got {getattr(m, key)}")
+    check("model", "dropout attention_dropout", "in [0, 1)", lambda value: 0 <= value < 1)
     need(
         m.max_positions >= d.max_len + 2, "model.max_positions", f"must be at least data.max_len + 2 = {d.max_len + 2}"
     )
     need(tr.batch_tokens >= 2 * d.max_len, "training.batch_tokens", f"must hold one longest pair: >= {2 * d.max_len}")
-    at_least(tr, "training", ("accumulate",), 1)
-    need(tr.lr > 0, "training.lr", f"must be positive, got {tr.lr}")
+    at_least("training", "accumulate eval_every log_every", 1)
+    check("training", "lr", "positive", lambda value: value > 0)
     need(
         tr.schedule == "inverse_sqrt" or bool(tr.max_minutes or tr.max_steps),
         "training.schedule",
         f"{tr.schedule!r} decays to zero at the end of a budget: set training.max_minutes or training.max_steps",
     )
     need(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas", "must be two numbers in [0, 1)")
-    need(0 <= tr.ema < 1, "training.ema", f"must be in [0, 1), got {tr.ema}")
-    need(0 <= config.data.init_mix < 1, "data.init_mix", f"must be in [0, 1), got {config.data.init_mix}")
-    need(0 <= tr.warmup_share <= 1, "training.warmup_share", f"must be in [0, 1], got {tr.warmup_share}")
-    need(0 <= tr.label_smoothing < 1, "training.label_smoothing", f"must be in [0, 1), got {tr.label_smoothing}")
-    keys = ("threads", "warmup_steps", "weight_decay", "clip_norm", "max_steps", "max_epochs", "max_minutes")
-    at_least(tr, "training", (*keys, "eval_sentences", "patience", "keep_checkpoints"), 0)
-    at_least(tr, "training", ("eval_every", "log_every"), 1)
-    need(dec.max_len_a >= 0, "decoding.max_len_a", f"must be >= 0, got {dec.max_len_a}")
-    need(dec.max_len_b >= 1, "decoding.max_len_b", f"must be >= 1 (one piece at least), got {dec.max_len_b}")
-    at_least(dec, "decoding", ("batch_size", "beam_size", "n_best"), 1)
-    need(dec.length_penalty >= 0, "decoding.length_penalty", f"must be >= 0, got {dec.length_penalty}")
+    check("training", "ema label_smoothing", "in [0, 1)", lambda value: 0 <= value < 1)
+    check("training", "warmup_share", "in [0, 1]", lambda value: 0 <= value <= 1)
+    at_least("training", "threads warmup_steps weight_decay clip_norm max_steps max_epochs max_minutes", 0)
+    at_least("training", "eval_sentences patience keep_checkpoints", 0)
+    at_least("decoding", "max_len_a length_penalty top_k seed", 0)
+    check("decoding", "max_len_b", ">= 1 (one piece at least)", lambda value: value >= 1)
+    at_least("decoding", "batch_size beam_size n_best", 1)
     need(dec.n_best <= dec.beam_size, "decoding.n_best", f"must be <= decoding.beam_size ({dec.beam_size})")
-    need(dec.temperature >= 0, "decoding.temperature", f"must be >= 0 (0 = no sampling), got {dec.temperature}")
+    check("decoding", "temperature", ">= 0 (0 = no sampling)", lambda value: value >= 0)
     sampling = f"must be 1 when sampling (decoding.temperature > 0), got {dec.beam_size}"
     need(dec.temperature == 0 or dec.beam_size == 1, "decoding.beam_size", sampling)
-    at_least(dec, "decoding", ("top_k", "seed"), 0)
-    need(0 < dec.top_p <= 1, "decoding.top_p", f"must be in (0, 1], got {dec.top_p}")
+    check("decoding", "top_p", "in (0, 1]", lambda value: 0 < value <= 1)
 
 
 def _build_section(name: str, values: Any, source: str) -> Any:
@@ -393,30 +391,20 @@ def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
     for kind in allowed:
         if kind is type(None) and value is None:
             return None
-        if kind is bool and isinstance(value, bool):
+        if kind in (bool, int, str) and type(value) is kind:  # exactly: True is an int to Python, not to a config
             return value
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind is float and isinstance(value, str):
-            value = _yaml11_float(value)  # PyYAML reads 1e-3 (no dot, no sign) as a string
+        if kind is float and isinstance(value, str) and any(c.isdigit() for c in value):
+            with contextlib.suppress(ValueError):  # PyYAML reads 1e-3 (no dot, no sign) as a string
+                value = float(value)
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
                 raise ConfigError(f"{source}: {key}: must be a finite number, got {value}")
             return float(value)
-        if kind is str and isinstance(value, str):
-            return value
         if typing.get_origin(kind) is list and isinstance(value, list):
             (item,) = typing.get_args(kind)
             return [_check_type(key, v, item, source) for v in value]
     names = " or ".join(getattr(k, "__name__", str(k)).replace("NoneType", "null") for k in allowed)
     raise ConfigError(f"{source}: {key}: expected {names}, got {shown(value)}")
-
-
-def _yaml11_float(text: str) -> float | str:
-    try:
-        return float(text) if any(c.isdigit() for c in text) else text
-    except ValueError:
-        return text
 
 
 def _suggest(name: str, valid: Any) -> str:

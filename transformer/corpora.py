@@ -17,9 +17,8 @@ from pathlib import Path
 
 import datasets
 
-from transformer import demo_corpus as demo_corpus_module
+from transformer import demo_corpus as demo
 from transformer.config import DataConfig
-from transformer.demo_corpus import demo_corpus
 from transformer.errors import DataError
 from transformer.files import atomic_file
 from transformer.text import GZIP_ERRORS, check_gzip, clean_text, gzip_problem, iter_lines
@@ -46,11 +45,8 @@ def split_name(config: DataConfig, role: str) -> str:
 
 
 def read_pairs(config: DataConfig, role: str) -> Iterator[tuple[str, str]]:
-    """The cleaned pairs of one split (role: train, dev or test), one at a time.
-
-    Training drops pairs with an empty side; dev and test keep every line, so that a score lines up with its
-    references. What was dropped or repaired is counted and logged when the stream ends.
-    """
+    """The cleaned pairs of one split (role: train, dev or test), one at a time. Training drops pairs with an empty
+    side; dev and test keep every line, so that a score lines up with its references."""
     name = split_name(config, role)
     kept = empty = repaired = 0
     for raw_src, raw_tgt in _raw_pairs(config, role):
@@ -81,21 +77,21 @@ def source_identity(config: DataConfig, role: str) -> dict[str, object]:
     name = split_name(config, role)
     fields = {"corpus": config.corpus, "split": name, "src_field": config.src_field, "tgt_field": config.tgt_field}
     if config.corpus == "demo":
-        grammar = hashlib.sha256(Path(demo_corpus_module.__file__).read_bytes()).hexdigest()
+        grammar = hashlib.sha256(Path(demo.__file__).read_bytes()).hexdigest()
         sizes = (config.demo_train_size, config.demo_dev_size, config.demo_test_size, config.demo_seed)
         return {**fields, "demo": sizes, "grammar": grammar}
     if config.corpus == "hub":
         return {**fields, "hub": [config.hub_name, config.hub_config]}
     if config.corpus in ("multi30k", "files") and config.path is None:
         return {**fields, "url": MULTI30K_URL, "langs": [config.src_lang, config.tgt_lang]}
-    paths = _split_files(config, name, download=False)
+    paths = _split_files(config, name)
     return {**fields, "files": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]}
 
 
 def _raw_pairs(config: DataConfig, role: str) -> Iterator[tuple[str, str]]:
     name = split_name(config, role)
     if config.corpus == "demo":
-        pairs = demo_corpus(config.demo_train_size, config.demo_dev_size, config.demo_test_size, config.demo_seed)
+        pairs = demo.demo_corpus(config.demo_train_size, config.demo_dev_size, config.demo_test_size, config.demo_seed)
         yield from pairs[role]
     elif config.corpus in ("multi30k", "files"):
         yield from _parallel_lines(*_split_files(config, name))
@@ -115,14 +111,14 @@ def _raw_pairs(config: DataConfig, role: str) -> Iterator[tuple[str, str]]:
         yield from _select_fields(ds, config, f"Hub dataset {config.hub_name!r}")
 
 
-def _split_files(config: DataConfig, name: str, download: bool = True) -> list[Path]:
+def _split_files(config: DataConfig, name: str) -> list[Path]:
     """The files of a split: NAME.SRC(.gz) and NAME.TGT(.gz), or NAME.tsv / NAME.jsonl."""
     if config.corpus in ("tsv", "jsonl"):
         path = Path(config.path or ".") / f"{name}.{config.corpus}"
         if not path.is_file():
             raise DataError(f"data file not found: {path}")
         return [path]
-    directory = Path(config.path) if config.path or not download else multi30k_download(config, name)
+    directory = Path(config.path) if config.path else multi30k_download(config, name)
     return [_find_file(directory, name, config.src_lang), _find_file(directory, name, config.tgt_lang)]
 
 
@@ -143,11 +139,8 @@ def cache_root(config: DataConfig) -> Path:
 
 
 def multi30k_download(config: DataConfig, name: str) -> Path:
-    """Fetch the raw Multi30k files of one split once into the cache directory; return that directory.
-
-    A file enters the cache only whole (checked, then written by `atomic_file`); one found broken there (copied in, or
-    left by an older version) is fetched again rather than read as a shorter corpus.
-    """
+    """Fetch the raw Multi30k files of one split once into the cache directory; return that directory. A file enters
+    the cache only whole; one found broken there (copied in, or left by an older version) is fetched again."""
     directory = cache_root(config) / "multi30k"
     directory.mkdir(parents=True, exist_ok=True)
     for lang in (config.src_lang, config.tgt_lang):

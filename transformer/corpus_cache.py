@@ -1,17 +1,12 @@
-"""The training split on disk: its cleaned text, the tokenizer trained on it and its piece ids, each made once.
-
-The middle step of corpora → corpus_cache → data. A corpus of millions of pairs is never held in Python lists: it
-streams from `corpora.read_pairs` into an Arrow file; the tokenizer trains on a sample of it; `datasets.map` runs
-`data.encode_batch` over it (in several processes when it is large) into Arrow files that training reads
-memory-mapped. Each result is cached under data.cache_dir, keyed by what it depends on:
+"""The training split on disk, the middle step of corpora → corpus_cache → data: its cleaned text streamed into an
+Arrow file, the tokenizer trained on a sample of it, its piece ids encoded by `datasets.map` (in several processes
+when it is large) into Arrow files that training reads memory-mapped. Each is made once, keyed by what it depends on:
 
     corpora/<split>-<key>/text.arrow               the corpus: its files with their sizes and times (`source_identity`)
     corpora/<split>-<key>/tokenizer-<key>.model    + the tokenizer config, sample size included
     corpora/<split>-<key>/ids-<key>/               + the tokenizer's own bytes
 
-so a second start of the same config, or a resume, takes seconds, and a changed corpus, tokenizer config or tokenizer
-is read, trained or encoded again. data.max_len is applied to the cached ids at each start (it needs only their
-lengths), so changing it costs nothing.
+data.max_len only filters the cached ids by their lengths at each start, so changing it costs nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -47,14 +42,10 @@ PARALLEL_FROM = 100_000  # pairs from which encoding uses every core (below that
 SCHEMA = pa.schema([("src", pa.string()), ("tgt", pa.string())])
 
 
-def corpus_dir(config: DataConfig, role: str = "train") -> Path:
-    identity = {"version": CACHE_VERSION, "role": role, **source_identity(config, role)}
-    return cache_root(config) / "corpora" / f"{split_name(config, role)}-{_digest(identity)}"
-
-
 def cached_text(config: DataConfig, role: str = "train") -> datasets.Dataset:
     """The cleaned pairs of a split (see `read_pairs`) as a memory-mapped Arrow table, read from the corpus once."""
-    path = corpus_dir(config, role) / "text.arrow"
+    identity = {"version": CACHE_VERSION, "role": role, **source_identity(config, role)}
+    path = cache_root(config) / "corpora" / f"{split_name(config, role)}-{_digest(identity)}" / "text.arrow"
     if path.is_file():
         text = datasets.Dataset.from_file(str(path))
         log.info("%s: %d pairs of text from the cache %s", split_name(config, role), len(text), path.parent)
@@ -64,7 +55,8 @@ def cached_text(config: DataConfig, role: str = "train") -> datasets.Dataset:
     bar = tqdm(desc="reading", unit=" pairs", unit_scale=True, disable=None, file=sys.stderr, leave=False)
     try:
         with bar, atomic_file(path) as file, pa.ipc.new_stream(file, SCHEMA) as writer:
-            for chunk in _chunks(read_pairs(config, role), WRITE_BATCH):
+            pairs = read_pairs(config, role)
+            while chunk := list(islice(pairs, WRITE_BATCH)):
                 src, tgt = zip(*chunk, strict=True)
                 writer.write_batch(pa.record_batch([pa.array(src, pa.string()), pa.array(tgt, pa.string())], SCHEMA))
                 bar.update(len(chunk))
@@ -85,12 +77,9 @@ def cached_tokenizer(config: Config, text: datasets.Dataset) -> Tokenizer:
     if path.is_file():
         log.info("tokenizer: from the cache %s", path)
         return Tokenizer(path.read_bytes())
-    started, sentences = time.perf_counter(), 2 * len(text)
-    sample = config.tokenizer.sample_sentences
-    log.info(
-        "training the tokenizer on %s",
-        f"all {sentences} sentences" if sentences <= sample else f"a random {sample} of the {sentences} sentences",
-    )
+    started, sentences, sample = time.perf_counter(), 2 * len(text), config.tokenizer.sample_sentences
+    drawn = f"all {sentences}" if sentences <= sample else f"a random {sample} of the {sentences}"
+    log.info("training the tokenizer on %s sentences", drawn)
     tokenizer = Tokenizer.train(_sentences(text, sample), config.tokenizer)
     with atomic_file(path) as file:
         file.write(tokenizer.model_bytes)
@@ -146,12 +135,6 @@ def _sentences(text: datasets.Dataset, sample: int) -> Iterator[str]:
     for side in ("src", "tgt"):
         for chunk in text.with_format("arrow").iter(batch_size=WRITE_BATCH):
             yield from chunk.column(side).to_pylist()
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _digest(value: object) -> str:

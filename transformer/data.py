@@ -5,7 +5,7 @@ only their lengths, so memory stays flat in corpus size."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import datasets
 import numpy as np
@@ -26,11 +26,10 @@ def encode_batch(pairs: dict[str, list[str]], tokenizer: Tokenizer) -> dict[str,
 
 @dataclass
 class Encoded:
-    """Piece ids of aligned pairs: `ids` has columns src and tgt, each ending with EOS (for the training split a
-    memory-mapped Arrow table on disk), and their lengths as arrays, which is all a batch plan needs. The decoder
-    reads BOS + the target without its EOS (see `collate`)."""
+    """Piece ids of aligned pairs and their lengths, which is all a batch plan needs. The decoder reads BOS + the
+    target without its EOS (see `collate`)."""
 
-    ids: datasets.Dataset
+    ids: datasets.Dataset  # columns src and tgt, each ending with EOS; for the training split memory-mapped from disk
     src_lens: np.ndarray  # (pairs,) pieces + EOS: what the encoder reads
     tgt_lens: np.ndarray  # (pairs,) pieces + EOS: what the decoder predicts
 
@@ -80,27 +79,20 @@ class Batch:
     tgt_tokens: int
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(
-            self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.src_tokens, self.tgt_tokens
-        )
+        return replace(self, src=self.src.to(device), tgt_in=self.tgt_in.to(device), tgt_out=self.tgt_out.to(device))
 
 
 def collate(data: Encoded, indices: np.ndarray | list[int]) -> Batch:
     src_ids, tgt_ids = data.rows(indices)
-    src = pad(src_ids)
-    tgt_in = pad([[BOS_ID] + ids[:-1] for ids in tgt_ids])  # BOS + target: what the decoder reads
-    tgt_out = pad(tgt_ids)  # target + EOS: what it must predict
+    src, tgt_in, tgt_out = pad(src_ids), pad([[BOS_ID] + ids[:-1] for ids in tgt_ids]), pad(tgt_ids)
     return Batch(src, tgt_in, tgt_out, int((src != PAD_ID).sum()), int((tgt_out != PAD_ID).sum()))
 
 
 def batch_plan(data: Encoded, batch_tokens: int, seed: int, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
-    """Group pairs of similar length into batches: sentences × the longest pair's source+target pieces ≤ `batch_tokens`.
-
-    That bounds the batch as if each pair were padded to the longest pair; the real padded size, sentences × (longest
-    source + longest target), can be a little larger when those two lengths come from different pairs. Sorting by
-    length keeps padding small; ties are broken at random and the batch order is shuffled, both from
-    (seed, epoch), so that the same epoch always gives the same plan: that is what makes resuming exact. The plan is
-    built from the length arrays alone, a batch being an array of pair indices.
+    """Group pairs of similar length into batches (arrays of pair indices, planned from the length arrays alone):
+    sentences × the longest pair's source+target pieces ≤ `batch_tokens`. The padded size, sentences × (longest source
+    + longest target), can be a little larger when those come from different pairs. Ties in length are broken at random
+    and the batches shuffled, both from (seed, epoch): the same epoch gives the same plan, so resuming is exact.
     """
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
     n = len(data)

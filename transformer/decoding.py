@@ -26,8 +26,8 @@ class Search:
     check_every: int | None = None  # steps between reads of the stop test; None: `check_interval` of the device
 
     @classmethod
-    def of(cls, decoding: DecodingConfig) -> Search:
-        return cls(decoding.max_len_a, decoding.max_len_b)
+    def of(cls, dec: DecodingConfig) -> Search:
+        return cls(dec.max_len_a, dec.max_len_b)
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,9 @@ class Sampling:
     seed: int = 0
 
     @classmethod
-    def of(cls, decoding: DecodingConfig) -> Sampling | None:
+    def of(cls, dec: DecodingConfig) -> Sampling | None:
         """The config's sampling; None where it searches (temperature 0)."""
-        d = decoding
-        return cls(d.temperature, d.top_k, d.top_p, d.seed) if d.temperature > 0 else None
+        return cls(dec.temperature, dec.top_k, dec.top_p, dec.seed) if dec.temperature > 0 else None
 
 
 def output_limits(model: Transformer, src: torch.Tensor, search: Search) -> torch.Tensor:
@@ -95,12 +94,9 @@ def next_pieces(sampling: Sampling | None, batch: int, device: torch.device) -> 
 def greedy_decode(
     model: Transformer, src: torch.Tensor, search: Search = Search(), sampling: Sampling | None = None
 ) -> list[list[int]]:
-    """Translate a batch of sources (batch, src_len) into piece ids, without BOS or EOS: each piece the most probable
-    (greedy search), or with `sampling` drawn from the model's distribution.
-
-    Each sentence stops at its EOS or its length limit; a finished one only adds EOS from then on, and every
-    `check_every` steps (`check_interval`) the finished ones leave the batch: later steps cost only what is left.
-    """
+    """Translate a batch of sources (batch, src_len) into piece ids, without BOS or EOS: each piece the most probable,
+    or drawn with `sampling`. A sentence stops at its EOS or length limit and then only adds EOS; every `check_every`
+    steps (`check_interval`) the finished ones leave the batch, so later steps cost only what is left."""
     batch, check_every = src.size(0), search.check_every or check_interval(src.device)
     choose = next_pieces(sampling, batch, src.device)
     limits = output_limits(model, src, search)  # (batch,)
@@ -260,11 +256,10 @@ def beam_search(
         nth_best = finished.scores[sentences, n_best - 1]  # (n,)
         settled = nth_best.isfinite() & (next_scores[:, 0].double() / limit_penalty[sentences] <= nth_best)
         done |= at_limit | settled
-        leaving = False
-        if (step + 1) % check_every == 0:  # the only reads of the device's values
-            if bool(done.all()):
-                break
-            leaving = bool(done.any())
+        reading = (step + 1) % check_every == 0  # the only steps that read the device's values
+        if reading and bool(done.all()):
+            break
+        leaving = reading and bool(done.any())
         if leaving:
             keep = (~done).nonzero().squeeze(1)  # (alive,)
             rows, next_scores, next_ids = rows[keep], next_scores[keep], next_ids[keep]

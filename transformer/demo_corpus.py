@@ -1,11 +1,9 @@
 """The embedded demo corpus: a seeded generator of English→French pairs from a small grammar.
 
-It is small enough to learn in minutes on a CPU, yet it makes the model learn what real translation needs:
-gender and number agreement (le/la/les, noir/noire/noirs/noires), adjectives that move after the noun (and a few that
-stay before it), conjugated verbs (dort/dorment), a past-tense locative whose verb agrees with its subject (the cat
-sat on the mat → le chat était sur le tapis; the cats were under the table → les chats étaient sous la table), and
-contractions (près du, au, aux). Train, dev and test never share a sentence: each distinct English sentence is
-assigned to one split by a hash of its text.
+Small enough to learn in minutes on a CPU, it still needs what real translation needs: gender and number agreement
+(le/la/les, noir/noire/noirs/noires), adjectives after the noun (a few before it), conjugated verbs (dort/dorment), a
+past tense whose verb agrees with its subject (the cats were under the table → les chats étaient sous la table) and
+contractions (près du, au, aux). A hash of each English sentence picks its split, so no two splits share one.
 """
 
 from __future__ import annotations
@@ -74,6 +72,10 @@ PREPOSITIONS = [("near", "près de"), ("far from", "loin de"), ("behind", "derri
 PAST_LOCATIVE_VERBS = [("sat", "sat"), ("was", "were"), ("stood", "stood")]  # English singular, English plural
 LOCATIVE_PREPOSITIONS = [("on", "sur"), ("under", "sous"), ("in", "dans"), *PREPOSITIONS]
 
+# The French article of each English determiner: masc. sing., fem. sing., masc. plur., fem. plur. ("a" is singular).
+ARTICLES = {"the": ("le", "la", "les", "les"), "a": ("un", "une"), "two": ("deux",) * 4, "three": ("trois",) * 4}
+CONTRACTIONS = {"de le": "du", "de les": "des", "de un": "d'un", "de une": "d'une", "à le": "au", "à les": "aux"}
+
 
 @dataclass(frozen=True)
 class NounPhrase:
@@ -88,48 +90,35 @@ class NounPhrase:
 def _noun_phrase(rng: random.Random) -> tuple[NounPhrase, bool]:
     en_sg, en_pl, fr_sg, fr_pl, gender = rng.choice(NOUNS)
     plural = rng.random() < 0.4
-    determiner = rng.choice(["the", "the", "a"]) if not plural else rng.choice(["the", "the", "two", "three"])
+    determiner = rng.choice(["the", "the", "two", "three"] if plural else ["the", "the", "a"])
     adjective = rng.choice(ADJECTIVES) if rng.random() < 0.6 else None
     slot = (gender == "f") + 2 * plural
-    if determiner == "the":
-        article = "les" if plural else ("la" if gender == "f" else "le")
-    elif determiner == "a":
-        article = "une" if gender == "f" else "un"
-    else:
-        article = {"two": "deux", "three": "trois"}[determiner]
-    en_noun, fr_noun = (en_pl, fr_pl) if plural else (en_sg, fr_sg)
-    english = [determiner, en_noun]
-    french = [fr_noun]
+    english, french = [determiner, en_pl if plural else en_sg], [fr_pl if plural else fr_sg]
     if adjective is not None:
         en_adj, forms, before = adjective
         english.insert(1, en_adj)
         french.insert(0 if before else 1, forms[slot])
-    return NounPhrase(" ".join(english), tuple(french), article), plural
+    return NounPhrase(" ".join(english), tuple(french), ARTICLES[determiner][slot]), plural
 
 
 def _with_preposition(french_prep: str, np: NounPhrase) -> str:
     """près de + le chat → près du chat; près de + un chat → près d'un chat; à + les maisons → aux maisons."""
-    contractions = {
-        ("de", "le"): "du",
-        ("de", "les"): "des",
-        ("de", "un"): "d'un",
-        ("de", "une"): "d'une",
-        ("à", "le"): "au",
-        ("à", "les"): "aux",
-    }
     *head, last = french_prep.split()
-    merged = contractions.get((last, np.article))
-    tail = [merged] if merged else [last, np.article]
-    return " ".join([*head, *tail, *np.french_words])
+    joined = f"{last} {np.article}"
+    return " ".join([*head, CONTRACTIONS.get(joined, joined), *np.french_words])
 
 
 def generate_pair(rng: random.Random) -> tuple[str, str]:
     """One English sentence and its French translation."""
     subject, plural = _noun_phrase(rng)
     kind = rng.random()
-    if kind < 0.25:
-        return _past_locative(rng, subject, plural)
-    if kind < 0.5:
+    if kind < 0.25:  # where it was: the cat sat on the mat → le chat était sur le tapis
+        en_sg, en_pl = rng.choice(PAST_LOCATIVE_VERBS)
+        en_prep, fr_prep = rng.choice(LOCATIVE_PREPOSITIONS)
+        place, _ = _noun_phrase(rng)
+        english = [subject.english, en_pl if plural else en_sg, en_prep, place.english]
+        french = [subject.french(), "étaient" if plural else "était", _with_preposition(fr_prep, place)]
+    elif kind < 0.5:
         en_sg, en_pl, fr_sg, fr_pl = rng.choice(INTRANSITIVE)
         english = [subject.english, en_pl if plural else en_sg]
         french = [subject.french(), fr_pl if plural else fr_sg]
@@ -142,7 +131,7 @@ def generate_pair(rng: random.Random) -> tuple[str, str]:
         place, _ = _noun_phrase(rng)
         english = [subject.english, "go to" if plural else "goes to", place.english]
         french = [subject.french(), "vont" if plural else "va", _with_preposition("à", place)]
-    if rng.random() < 0.4:
+    if kind >= 0.25 and rng.random() < 0.4:  # a trailing place, but not after a locative: it already says where
         en_prep, fr_prep = rng.choice(PREPOSITIONS)
         place, _ = _noun_phrase(rng)
         english += [en_prep, place.english]
@@ -150,26 +139,9 @@ def generate_pair(rng: random.Random) -> tuple[str, str]:
     return _sentence(english), _sentence(french)
 
 
-def _past_locative(rng: random.Random, subject: NounPhrase, plural: bool) -> tuple[str, str]:
-    """The cat sat on the mat → Le chat était sur le tapis; two dogs were near the house → deux chiens étaient près
-    de la maison. No trailing place: the sentence already says where."""
-    en_sg, en_pl = rng.choice(PAST_LOCATIVE_VERBS)
-    en_prep, fr_prep = rng.choice(LOCATIVE_PREPOSITIONS)
-    place, _ = _noun_phrase(rng)
-    english = [subject.english, en_pl if plural else en_sg, en_prep, place.english]
-    french = [subject.french(), "étaient" if plural else "était", _with_preposition(fr_prep, place)]
-    return _sentence(english), _sentence(french)
-
-
 def _sentence(words: list[str]) -> str:
     text = " ".join(words)
     return text[0].upper() + text[1:] + "."
-
-
-def _split_of(sentence: str, dev_share: float, test_share: float) -> str:
-    """A fixed split for each distinct sentence, so that no sentence is in two splits."""
-    h = int.from_bytes(hashlib.sha1(sentence.encode("utf-8")).digest()[:8], "big") / 2**64
-    return "test" if h < test_share else "dev" if h < test_share + dev_share else "train"
 
 
 def demo_corpus(train_size: int, dev_size: int, test_size: int, seed: int) -> dict[str, list[tuple[str, str]]]:
@@ -188,7 +160,8 @@ def demo_corpus(train_size: int, dev_size: int, test_size: int, seed: int) -> di
         if en in seen:
             continue
         seen.add(en)
-        name = _split_of(en, dev_share, test_share)
+        h = int.from_bytes(hashlib.sha1(en.encode("utf-8")).digest()[:8], "big") / 2**64  # its hash fixes its split
+        name = "test" if h < test_share else "dev" if h < test_share + dev_share else "train"
         if len(splits[name]) < wanted[name]:
             splits[name].append((en, fr))
     return splits

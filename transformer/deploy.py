@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from transformer.checkpoint import read_checkpoint
 from transformer.errors import MissingExtraError, ToolkitError
 from transformer.tokenizer import Tokenizer
@@ -26,7 +28,7 @@ EXPORT_FILES = {"model.bin", "config.json", "shared_vocabulary.json", "shared_vo
                 "decoding.json"}  # fmt: skip
 
 
-def _ctranslate2():  # noqa: ANN202
+def _ctranslate2():
     try:
         import ctranslate2
     except ImportError:
@@ -51,17 +53,12 @@ def export_ctranslate2(checkpoint_path: str | os.PathLike, out: str | os.PathLik
         (config.encoder_layers, config.decoder_layers), config.heads, pre_norm=pre_norm
     )
 
-    def linear(target, prefix: str) -> None:  # noqa: ANN001
-        target.weight, target.bias = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+    def linear(target, *prefixes: str) -> None:  # several: fused into one matrix, as CTranslate2 expects
+        target.weight = np.concatenate([weights[f"{prefix}.weight"] for prefix in prefixes])
+        target.bias = np.concatenate([weights[f"{prefix}.bias"] for prefix in prefixes])
 
-    def norm(target, prefix: str) -> None:  # noqa: ANN001
+    def norm(target, prefix: str) -> None:
         target.gamma, target.beta = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
-
-    def fuse(target, prefix: str, parts: tuple[str, ...]) -> None:  # noqa: ANN001
-        import numpy as np
-
-        target.weight = np.concatenate([weights[f"{prefix}.{p}.weight"] for p in parts])
-        target.bias = np.concatenate([weights[f"{prefix}.{p}.bias"] for p in parts])
 
     table = model.positions.table.numpy()
     for side, layers in ((spec.encoder, "encoder_layers"), (spec.decoder, "decoder_layers")):
@@ -73,13 +70,13 @@ def export_ctranslate2(checkpoint_path: str | os.PathLike, out: str | os.PathLik
             norm(side.layer_norm, layers.split("_")[0] + "_norm")
         for i, layer in enumerate(side.layer):
             prefix = f"{layers}.{i}"
-            fuse(layer.self_attention.linear[0], f"{prefix}.self_attention", ("query", "key_value"))
-            linear(layer.self_attention.linear[1], f"{prefix}.self_attention.out")
+            attention = f"{prefix}.self_attention"
+            linear(layer.self_attention.linear[0], f"{attention}.query", f"{attention}.key_value")
+            linear(layer.self_attention.linear[1], f"{attention}.out")
             norm(layer.self_attention.layer_norm, f"{prefix}.self_attention_norm")
             if layers == "decoder_layers":
-                linear(layer.attention.linear[0], f"{prefix}.cross_attention.query")
-                linear(layer.attention.linear[1], f"{prefix}.cross_attention.key_value")
-                linear(layer.attention.linear[2], f"{prefix}.cross_attention.out")
+                for target, part in zip(layer.attention.linear, ("query", "key_value", "out"), strict=True):
+                    linear(target, f"{prefix}.cross_attention.{part}")
                 norm(layer.attention.layer_norm, f"{prefix}.cross_attention_norm")
             linear(layer.ffn.linear_0, f"{prefix}.feed_forward.net.0")
             linear(layer.ffn.linear_1, f"{prefix}.feed_forward.net.3")
@@ -91,7 +88,7 @@ def export_ctranslate2(checkpoint_path: str | os.PathLike, out: str | os.PathLik
     spec.register_target_vocabulary(vocabulary)
 
     class _Converter(ctranslate2.converters.Converter):
-        def _load(self):  # noqa: ANN202
+        def _load(self):
             return spec
 
     # The converter's `force` empties the folder it writes: it only ever gets a new one of ours, moved in after.

@@ -18,11 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def tune_cpu_allocator() -> None:
-    """Keep freed memory in the process instead of returning it to the OS after every step.
-
-    glibc serves large tensors with mmap and unmaps them on free, so each training step page-faults its
-    activations in afresh; raising the mmap and trim thresholds removes most of that system time.
-    """
+    """Keep freed memory in the process: glibc unmaps large tensors on free, so each step would page-fault its
+    activations in afresh; raising the mmap and trim thresholds removes most of that system time."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune
@@ -44,15 +41,13 @@ def resolve_device(name: str) -> torch.device:
 def cpu_info() -> dict[str, str | bool]:
     """The CPU's model name and the instruction sets that decide the fast paths (from /proc/cpuinfo on Linux)."""
     model, flags = platform.processor() or platform.machine(), set()
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             name, _, value = line.partition(":")
             if name.strip() == "model name":
                 model = value.strip()
             elif name.strip() == "flags":
                 flags = set(value.split())
-    except OSError:
-        pass
     return {"model": model, **{flag: flag in flags for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")}}
 
 
@@ -68,10 +63,9 @@ def native_bf16(device: torch.device) -> bool:
 def choose_bf16(
     precision: str, device: torch.device, seconds: Callable[[bool], float] | None = None
 ) -> tuple[bool, str]:
-    """Compute in bf16 or not, and why. `auto` picks bf16 only where it is native and, when given a timed trial
-    `seconds(bf16)` (training: one step of this model, see prepare.py), where the trial says it is faster: native bf16
-    can still lose to fp32 for a small model, whose matmuls are too small to gain and which pays for the casts (seen
-    on a Zen 4 and a Xeon). Translation passes no trial: the hardware decides."""
+    """Compute in bf16 or not, and why. `auto` picks bf16 where it is native and, given a timed trial `seconds(bf16)`
+    (training: one step of this model), where it is faster: a small model's matmuls are too small to pay for the casts
+    (seen on a Zen 4 and a Xeon). Translation passes no trial: the hardware decides."""
     if precision != "auto":
         if precision == "bf16" and not native_bf16(device):
             log.warning("precision bf16: this %s has no native bf16; it will be slow", device.type)
@@ -86,8 +80,7 @@ def choose_bf16(
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait until the device has done the work queued on it: a GPU runs behind the host, so a timer read before this
-    measures only how fast work was queued. Nothing to wait for on a CPU."""
+    """Wait for the work queued on a GPU (it runs behind the host), so that a timer measures the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

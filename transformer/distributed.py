@@ -32,9 +32,8 @@ class Process:
 def setup_process(training: TrainingConfig) -> Process:
     """Process-wide settings, made once by the script that trains: threads, allocator, process group, seed.
 
-    Each rank seeds its own generator (seed + rank), so each draws its own dropout masks; the model's initial
-    weights may then differ between ranks, and DistributedDataParallel copies rank 0's to all of them.
-    """
+    Each rank seeds seed + rank, so each draws its own dropout masks; DistributedDataParallel copies rank 0's initial
+    weights to all of them."""
     if training.threads:
         torch.set_num_threads(training.threads)
     tune_cpu_allocator()
@@ -71,11 +70,7 @@ def sum_tensor_over_ranks(value: torch.Tensor, world: int) -> torch.Tensor:
 
 
 def sum_over_ranks(value: float, world: int, device: torch.device) -> float:
-    if world == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
+    return float(sum_tensor_over_ranks(torch.tensor([value], dtype=torch.float64, device=device), world).item())
 
 
 def cleanup(world: int) -> None:

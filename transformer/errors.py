@@ -22,8 +22,7 @@ class TrainingError(ToolkitError):
 
 
 class MissingExtraError(ToolkitError):
-    """An optional part of the toolkit whose packages (a pip extra) are not installed: the message says how to add
-    them, the same way for a clone's editable install and for an installed wheel."""
+    """An optional part whose packages (a pip extra) are missing: the message says how to add them."""
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(

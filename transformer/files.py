@@ -11,9 +11,8 @@ from typing import BinaryIO
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """An open binary file that becomes `path` only once written whole: it is written under a hidden name beside
-    `path` (.NAME.RANDOM.tmp), flushed to disk, renamed over `path`, and the rename flushed too. A crash at any
-    instant leaves the old file or the new one, never a torn one; on any failure the temporary file is removed."""
+    """An open binary file, written beside `path` as .NAME.RANDOM.tmp, flushed, renamed over `path`, and the rename
+    flushed: a crash leaves the old file or the new one, never a torn one; a failure removes the temporary file."""
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     try:

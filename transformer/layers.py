@@ -59,10 +59,35 @@ class FeedForward(nn.Module):
 class LayerCache:
     """Keys and values one decoder layer has already computed, each (batch, heads, len, d_k)."""
 
-    self_k: torch.Tensor | None = None  # grows by one position a step
+    self_k: torch.Tensor | None = None  # (batch, heads, capacity, d_k): the first `length` positions are filled
     self_v: torch.Tensor | None = None
+    length: int = 0
     cross_k: torch.Tensor | None = None  # computed once from the encoder output
     cross_v: torch.Tensor | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new positions' keys and values after the cached ones; return all of them.
+
+        Why a buffer with room to spare: concatenating every step copies the whole prefix each time; doubling the
+        capacity when full copies each position about once."""
+        start, end = self.length, self.length + k.size(2)
+        if self.self_k is None or end > self.self_k.size(2):
+            shape = (k.size(0), k.size(1), max(2 * end, 16), k.size(3))  # (batch, heads, capacity, d_k)
+            grown_k, grown_v = k.new_empty(shape), v.new_empty(shape)
+            if self.self_k is not None:
+                grown_k[:, :, :start], grown_v[:, :, :start] = self.self_k[:, :, :start], self.self_v[:, :, :start]
+            self.self_k, self.self_v = grown_k, grown_v
+        self.self_k[:, :, start:end], self.self_v[:, :, start:end] = k, v
+        self.length = end
+        return self.self_k[:, :, :end], self.self_v[:, :, :end]  # each (batch, heads, all_tgt_len, d_k)
+
+    def reorder(self, indices: torch.Tensor, cross: bool) -> None:
+        """Keep (and reorder) the batch rows in `indices`; `cross=False` leaves the cross-attention rows as they are."""
+        names = ("self_k", "self_v", "cross_k", "cross_v") if cross else ("self_k", "self_v")
+        for name in names:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.index_select(0, indices))
 
 
 @dataclass
@@ -75,12 +100,8 @@ class DecoderCache:
     def reorder(self, indices: torch.Tensor, cross: bool = True) -> None:
         """Keep (and reorder) the batch rows in `indices`: drops finished sentences, or follows beams. The beams of
         one sentence share their cross-attention keys and values: `cross=False` leaves those where they are."""
-        names = ("self_k", "self_v", "cross_k", "cross_v") if cross else ("self_k", "self_v")
         for layer in self.layers:
-            for name in names:
-                value = getattr(layer, name)
-                if value is not None:
-                    setattr(layer, name, value.index_select(0, indices))
+            layer.reorder(indices, cross)
 
 
 class EncoderLayer(nn.Module):
@@ -166,11 +187,8 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each new target position reads itself and the positions before it (the mask hides the later ones)."""
         k, v = self.self_attention.keys_values(x)  # each (batch, heads, new_len, d_k)
-        if cache is not None:  # the cache update: earlier positions come from earlier steps, the new ones join them
-            if cache.self_k is not None:
-                k = torch.cat([cache.self_k, k], dim=2)  # (batch, heads, all_tgt_len, d_k)
-                v = torch.cat([cache.self_v, v], dim=2)
-            cache.self_k, cache.self_v = k, v
+        if cache is not None:  # earlier positions come from earlier steps, the new ones join them
+            k, v = cache.extend(k, v)  # each (batch, heads, all_tgt_len, d_k)
         return self.self_attention(x, k, v, self_mask, need_weights)
 
     def cross_attend(

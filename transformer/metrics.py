@@ -16,8 +16,7 @@ class Scores:
 
 
 def score(hypotheses: list[str], references: list[str]) -> Scores:
-    bleu = sacrebleu.metrics.BLEU()
-    chrf = sacrebleu.metrics.CHRF()
-    b = bleu.corpus_score(hypotheses, [references])
-    c = chrf.corpus_score(hypotheses, [references])
-    return Scores(b.score, c.score, str(bleu.get_signature()), str(chrf.get_signature()))
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, [references]).score
+    chrf_score = chrf.corpus_score(hypotheses, [references]).score
+    return Scores(bleu_score, chrf_score, str(bleu.get_signature()), str(chrf.get_signature()))

@@ -4,7 +4,9 @@ and the benchmark share, so that the step they time is the step that trains."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +14,7 @@ from torch.autograd.profiler import record_function
 
 from transformer.config import TrainingConfig
 from transformer.data import Batch
-from transformer.device import autocast
+from transformer.device import autocast, synchronize
 from transformer.distributed import Process, sum_tensor_over_ranks
 from transformer.errors import TrainingError
 
@@ -26,16 +28,11 @@ def build_optimizer(model: torch.nn.Module, training: TrainingConfig) -> torch.o
 def learning_rate(
     step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", spent: float = 0.0, warmup_share: float = 0.0
 ) -> float:
-    """Linear warm-up to `peak` over `warmup` steps (with a budget schedule: or `warmup_share` of the budget, whichever
-    ends first), then decay.
-
-    `inverse_sqrt` decays with the square root of the step (Vaswani et al., 2017) and never reaches zero. The
-    budget-aware schedules decay with `spent`, the share of the budget (minutes or steps) already used, and reach zero
-    as it runs out: `linear` (Li et al., "Budgeted Training", 2020), `cosine`, and `rex` (Chen et al., 2021), which
-    stays high longer and drops at the end. A slower machine thus still ends at zero when its minutes end; and with
-    `warmup_share`, still reaches the peak: 600 warm-up steps of a 28-minute run that makes 600 steps would meet the
-    decay at 0.59 of the peak, a warm-up over 40% of the budget at 0.81.
-    """
+    """Linear warm-up to `peak` over `warmup` steps (with a budget schedule: or over `warmup_share` of the budget,
+    whichever ends first, so that a slow machine still reaches the peak), then decay. `inverse_sqrt` (Vaswani et al.,
+    2017) never reaches zero; `linear` (Li et al., "Budgeted Training", 2020), `cosine` and `rex` (Chen et al., 2021:
+    high for longer, then a drop) decay with `spent`, the share of the budget (minutes or steps) used, to zero at its
+    end."""
     step = max(step, 1)
     warm = step / warmup if warmup else 1.0
     if schedule == "inverse_sqrt":
@@ -68,12 +65,10 @@ def train_step(
     process: Process,
     tokens: int | None = None,
 ) -> Step:
-    """One optimizer step over `batches` (this process's share of the step: gradient accumulation), with the loss
-    averaged over all `tokens` target tokens of the step (default: those of `batches`).
-
-    A non-finite loss or gradient is decided on the device: Adam's fused kernel then skips the update (weights,
-    moments and its step count stay as they were, as under AMP's grad scaler); the caller decides when to look.
-    The model must be in training mode (`model.train()`): validation leaves it in eval mode."""
+    """One optimizer step over `batches` (this process's share of the step: gradient accumulation), the loss averaged
+    over all `tokens` target tokens of the step (default: those of `batches`); the model in training mode. A non-finite
+    loss or gradient is decided on the device: fused Adam then skips the update (weights, moments and step count stay
+    as they were, as under AMP's grad scaler); the caller decides when to look."""
     tokens = tokens or sum(batch.tgt_tokens for batch in batches)
     total = torch.zeros((), device=process.device)
     for n, batch in enumerate(batches):
@@ -97,6 +92,21 @@ def train_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return Step(total, grad_norm, tokens, loss_ok, grads_ok)
+
+
+def step_seconds(model: torch.nn.Module, batch: Batch, bf16: bool, training: TrainingConfig, process: Process) -> float:
+    """The faster of two training steps over `batch` (after one untimed), on a copy of the model and its optimizer
+    and with the random stream put back: the trial changes nothing the run will compute."""
+    trial = copy.deepcopy(model).train()
+    optimizer, times = build_optimizer(trial, training), []
+    with torch.random.fork_rng(devices=[process.device] if process.device.type == "cuda" else []):
+        for _ in range(3):
+            synchronize(process.device)
+            start = time.perf_counter()
+            train_step(trial, optimizer, [batch], training, training.lr, bf16, process)
+            synchronize(process.device)
+            times.append(time.perf_counter() - start)
+    return min(times[1:])
 
 
 class FiniteGuard:

@@ -10,11 +10,11 @@ from typing import Any
 from transformer.errors import MissingExtraError, ToolkitError
 from transformer.translator import AttentionMap
 
-TITLES = {"cross": "cross-attention", "encoder": "encoder self-attention", "decoder": "decoder masked self-attention"}
-AXES = {
-    "cross": ("source pieces (keys)", "target pieces (queries)"),
-    "encoder": ("source pieces (keys)", "source pieces (queries)"),
-    "decoder": ("target pieces read (keys)", "target pieces produced (queries)"),
+# Each kind of attention map: its title, x label (keys) and y label (queries).
+HEATMAPS = {
+    "cross": ("cross-attention", "source pieces (keys)", "target pieces (queries)"),
+    "encoder": ("encoder self-attention", "source pieces (keys)", "source pieces (queries)"),
+    "decoder": ("decoder masked self-attention", "target pieces read (keys)", "target pieces produced (queries)"),
 }
 
 
@@ -36,9 +36,10 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-CURVES = [("loss", "train", "train loss"), ("loss", "dev", "dev loss"), ("bleu", "dev", "dev BLEU"),
-          ("ema_bleu", "dev", "dev BLEU, EMA weights"), ("lr", "train", "learning rate")]  # fmt: skip
-PANELS = {"train loss": 0, "dev loss": 0, "dev BLEU": 1, "dev BLEU, EMA weights": 1, "learning rate": 2}
+# (metric, record type, label, panel, line style): the panels are loss, BLEU and learning rate.
+CURVES = [("loss", "train", "train loss", 0, "-"), ("loss", "dev", "dev loss", 0, "--"),
+          ("bleu", "dev", "dev BLEU", 1, "-"), ("ema_bleu", "dev", "dev BLEU, EMA weights", 1, "--"),
+          ("lr", "train", "learning rate", 2, "-")]  # fmt: skip
 
 
 def save_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
@@ -46,16 +47,14 @@ def save_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> None
     plt = _pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for colour, (name, records) in enumerate(runs.items()):
-        for key, kind, label in CURVES:
+        for key, kind, label, panel, style in CURVES:
             rows = [r for r in records if r.get("type") == kind and key in r]
             if not rows:
                 continue
-            style = "--" if label in ("dev loss", "dev BLEU, EMA weights") else "-"
             for row, x in enumerate(("step", "minutes")):
-                ax = axes[row][PANELS[label]]
-                marker = "o" if kind == "dev" else None
-                ax.plot([r[x] for r in rows], [r[key] for r in rows], style, color=f"C{colour}", marker=marker,
-                        markersize=3, label=f"{name}: {label}" if len(runs) > 1 else label)  # fmt: skip
+                axes[row][panel].plot([r[x] for r in rows], [r[key] for r in rows], style, color=f"C{colour}",
+                                      marker="o" if kind == "dev" else None, markersize=3,
+                                      label=f"{name}: {label}" if len(runs) > 1 else label)  # fmt: skip
     for row, x in enumerate(("steps", "minutes")):
         for col, title in enumerate(("loss", "dev BLEU (greedy)", "learning rate")):
             axes[row][col].set(xlabel=x, title=title)
@@ -77,11 +76,10 @@ def save_attention_heatmap(attention: AttentionMap, path: str | Path, layer: int
     ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, aspect="auto")
     ax.set_xticks(range(len(keys)), keys, rotation=60, ha="right")
     ax.set_yticks(range(len(queries)), queries)
-    ax.set_xlabel(AXES[attention.kind][0])
-    ax.set_ylabel(AXES[attention.kind][1])
+    title, xlabel, ylabel = HEATMAPS[attention.kind]
     which = "mean over heads" if head is None else f"head {head}"
     n_layers = attention.weights.size(0)
-    ax.set_title(f"{TITLES[attention.kind]}, layer {layer % n_layers + 1} of {n_layers}, {which}")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title}, layer {layer % n_layers + 1} of {n_layers}, {which}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,23 +1,16 @@
 """Prepare a training run: the run directory, the config (the run's own on resume), data, tokenizer, model,
-optimizer and the restored progress, handed to the `Trainer` as plain objects.
-
-A run directory holds `best.pt` (by dev BLEU), `last.pt`, `config.yaml` (the resolved config), `tokenizer.model` and
-`metrics.jsonl` (one JSON object a line), and with the tensorboard extra TensorBoard's event files.
-
-A new run may start from a trained model (`--init-from`): its weights, EMA average and tokenizer, and with them its
-shape; data, schedule, budget and the rest from the given config; a fresh optimizer at step 0.
-"""
+optimizer and the restored progress, handed to the `Trainer` as plain objects. A new run may start from a trained
+model (`--init-from`): its weights, EMA average, tokenizer and shape; the rest from the given config, and a fresh
+optimizer at step 0."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import fcntl
 import functools
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,22 +20,24 @@ import yaml
 
 from transformer import distributed
 from transformer.averaging import ExponentialMovingAverage
-from transformer.checkpoint import Checkpoint, load_weights, read_checkpoint, tokenizer_to_tensor
-from transformer.config import Config, DataConfig, TrainingConfig, apply_overrides, config_from_dict
+from transformer.checkpoint import Checkpoint, read_checkpoint
+from transformer.config import Config, DataConfig, apply_overrides, config_from_dict
 from transformer.corpora import Pairs, read_split
 from transformer.corpus_cache import cached_ids, cached_text, cached_tokenizer
-from transformer.data import Batch, Encoded, batch_plan, collate, encode_pairs
-from transformer.device import choose_bf16, synchronize
+from transformer.data import Encoded, batch_plan, collate, encode_pairs
+from transformer.device import choose_bf16
 from transformer.distributed import Process
 from transformer.errors import ConfigError, ToolkitError
+from transformer.files import atomic_file
 from transformer.model import Transformer
-from transformer.optimization import build_optimizer, train_step
+from transformer.optimization import build_optimizer, step_seconds
 from transformer.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 # What a user may change when resuming: the limits. Everything else is the run's own, as saved in last.pt.
-RESUMABLE = ("training.max_steps", "training.max_epochs", "training.max_minutes")
+LIMITS = ("max_steps", "max_epochs", "max_minutes")
+RESUMABLE = tuple(f"training.{name}" for name in LIMITS)
 
 
 @dataclass
@@ -132,39 +127,58 @@ def prepare_run(
     (resume=True) the run saved there, continuing where it stopped."""
     if resume and init_from is not None:
         raise ToolkitError("--init-from starts a new run and --resume continues the one in --out: pass only one")
-    run_dir = Path(run_dir)
+    run_dir, overrides = Path(run_dir), overrides or []
     lock = RunLock(run_dir) if process.is_main else None  # before anything is read or written there
     try:
-        return _prepare(config, run_dir, process, resume, overrides or [], lock, init_from)
+        checkpoint, source, origin = _open_run_dir(run_dir, resume, process), None, None
+        if checkpoint is not None:
+            config, origin = resumed_config(checkpoint.config, config, overrides), checkpoint.state.get("init_from")
+        elif init_from is not None:
+            source = read_checkpoint(init_from)
+            config = init_config(source, config, overrides)
+            step = int(source.state.get("step", 0))
+            origin = {"path": str(source.path), "step": step, "data": source.config.to_dict()["data"]}
+            log.info("starting from the model of %s (step %d), with a fresh optimizer", source.path, step)
+        trained = checkpoint or source  # the weights and tokenizer a resumed run, or a run from a trained model, takes
+        dev_pairs = read_split(config.data, "dev")  # first: a broken dev file fails in seconds, before any writing
+        tokenizer, train_data, dev_data = _encoded_data(config, process, trained, origin, dev_pairs)
+        if process.is_main:  # the run's files appear once its data was read: a corpus that fails leaves none
+            write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
+            started = f"# started from {origin['path']} (its step {origin['step']})\n" if origin else ""
+            write_file(run_dir / "config.yaml", (started + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())
+
+        t = config.training
+        model = trained.build_model(config.model) if trained else Transformer(config.model, tokenizer.vocab_size)
+        model = model.to(process.device)
+        optimizer = build_optimizer(model, t)
+        progress = Progress() if checkpoint is None else _restore(checkpoint, optimizer, process)
+        ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
+        if ema is not None and trained is not None and "ema" in trained.state:
+            ema.average = {name: tensor.to(process.device) for name, tensor in trained.state["ema"].items()}
+        step_model = torch.compile(model) if t.compile else model
+        if process.world > 1:
+            step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+        if checkpoint is not None:  # a resumed run keeps its precision (checkpoints before it was saved: the old rule)
+            bf16, why = bool(checkpoint.state.get("bf16", choose_bf16(t.precision, process.device)[0])), "the run's own"
+        else:
+            first = collate(train_data, batch_plan(train_data, t.batch_tokens, t.seed, 0)[0])
+            trial = functools.partial(step_seconds, model, first, training=t, process=process)
+            bf16, why = choose_bf16(t.precision, process.device, trial)
+        bf16 = distributed.broadcast_bytes(b"1" if bf16 else b"0", process.world) == b"1"  # rank 0's choice for all
+        log.info("precision: %s (%s)", "bf16" if bf16 else "fp32", why)
+        return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
+                   progress, bf16, ema, lock, origin)  # fmt: skip
     except BaseException:
         if lock is not None:
             lock.abandon()
         raise
 
 
-def _prepare(
-    config: Config,
-    run_dir: Path,
-    process: Process,
-    resume: bool,
-    overrides: list[str],
-    lock: RunLock | None,
-    init_from: str | Path | None,
-) -> Run:
-    checkpoint, source, origin = _open_run_dir(run_dir, resume, process), None, None
-    if checkpoint is not None:
-        config, origin = resumed_config(checkpoint.config, config, overrides), checkpoint.state.get("init_from")
-    elif init_from is not None:
-        source = read_checkpoint(init_from)
-        config = init_config(source, config, overrides)
-        origin = {
-            "path": str(source.path),
-            "step": int(source.state.get("step", 0)),
-            "data": source.config.to_dict()["data"],
-        }
-        log.info("starting from the model of %s (step %d), with a fresh optimizer", source.path, origin["step"])
-    trained = checkpoint or source  # the weights and tokenizer a resumed run, or a run from a trained model, takes
-    dev_pairs = read_split(config.data, "dev")  # first: a broken dev file fails in seconds, before anything is written
+def _encoded_data(
+    config: Config, process: Process, trained: Checkpoint | None, origin: dict[str, Any] | None, dev_pairs: Pairs
+) -> tuple[Tokenizer, Encoded, Encoded]:
+    """The tokenizer (a trained model's own, or one trained on the text), the ids of the training pairs (with
+    `data.init_mix` of the trained model's own corpus mixed in) and of the dev pairs."""
     log.info("reading the %s corpus", config.data.corpus)
     train_data = tokenizer = None
     if process.is_main:  # the other processes wait at the broadcast, then find everything in the cache
@@ -180,51 +194,8 @@ def _prepare(
         original = cached_ids(own, cached_text(own, "train"), tokenizer)
         train_data = train_data.mixed_with(original, config.data.init_mix, config.training.seed)
         log.info("data.init_mix: %d pairs of the trained model's own corpus mixed in", len(train_data) - new_pairs)
-    if process.is_main:  # the run's files appear once its data was read: a corpus that fails leaves none
-        write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
-        started = f"# started from {origin['path']} (its step {origin['step']})\n" if origin else ""
-        write_file(run_dir / "config.yaml", (started + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())
-    dev_data = encode_pairs(dev_pairs, tokenizer)
     log.info("train: %d pairs, dev: %d pairs, vocabulary: %d", len(train_data), len(dev_pairs), tokenizer.vocab_size)
-
-    t = config.training
-    model = Transformer(config.model, tokenizer.vocab_size)
-    if trained is not None:
-        load_weights(model, trained.state["model"], trained.path)
-    model = model.to(process.device)
-    optimizer = build_optimizer(model, t)
-    progress = Progress() if checkpoint is None else _restore(checkpoint, optimizer, process)
-    ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
-    if ema is not None and trained is not None and "ema" in trained.state:
-        ema.average = {name: tensor.to(process.device) for name, tensor in trained.state["ema"].items()}
-    step_model = torch.compile(model) if t.compile else model
-    if process.world > 1:
-        step_model = torch.nn.parallel.DistributedDataParallel(step_model)
-    if checkpoint is not None:  # a resumed run keeps its precision (checkpoints before it was saved: the old rule)
-        bf16, why = bool(checkpoint.state.get("bf16", choose_bf16(t.precision, process.device)[0])), "the run's own"
-    else:
-        first = collate(train_data, batch_plan(train_data, t.batch_tokens, t.seed, 0)[0])
-        trial = functools.partial(step_seconds, model, first, training=t, process=process)
-        bf16, why = choose_bf16(t.precision, process.device, trial)
-    bf16 = distributed.broadcast_bytes(b"1" if bf16 else b"0", process.world) == b"1"  # rank 0's choice for all
-    log.info("precision: %s (%s)", "bf16" if bf16 else "fp32", why)
-    return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
-               progress, bf16, ema, lock, origin)  # fmt: skip
-
-
-def step_seconds(model: Transformer, batch: Batch, bf16: bool, training: TrainingConfig, process: Process) -> float:
-    """The faster of two training steps over `batch` (after one untimed), on a copy of the model and its optimizer
-    and with the random stream put back: the trial changes nothing the run will compute."""
-    trial = copy.deepcopy(model).train()
-    optimizer, times = build_optimizer(trial, training), []
-    with torch.random.fork_rng(devices=[process.device] if process.device.type == "cuda" else []):
-        for _ in range(3):
-            synchronize(process.device)
-            start = time.perf_counter()
-            train_step(trial, optimizer, [batch], training, training.lr, bf16, process)
-            synchronize(process.device)
-            times.append(time.perf_counter() - start)
-    return min(times[1:])
+    return tokenizer, train_data, encode_pairs(dev_pairs, tokenizer)
 
 
 def _open_run_dir(run_dir: Path, resume: bool, process: Process) -> Checkpoint | None:
@@ -257,11 +228,8 @@ def resumed_config(saved: Config, given: Config, overrides: list[str]) -> Config
     ]
     if changed:
         log.warning("--resume: the run's own config is used; the given config differs in %s", ", ".join(changed))
-    config = dataclasses.replace(saved, training=dataclasses.replace(saved.training))
-    for key in RESUMABLE:
-        name = key.split(".")[1]
-        setattr(config.training, name, getattr(given.training, name))
-    return config
+    limits = {name: getattr(given.training, name) for name in LIMITS}
+    return dataclasses.replace(saved, training=dataclasses.replace(saved.training, **limits))
 
 
 def init_config(source: Checkpoint, given: Config, overrides: list[str]) -> Config:
@@ -290,7 +258,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     """Everything a checkpoint holds: what translating needs (config, tokenizer, weights) and what resuming needs."""
     state = {
         "config": run.config.to_dict(),
-        "tokenizer": tokenizer_to_tensor(run.tokenizer.model_bytes),
+        "tokenizer": torch.frombuffer(bytearray(run.tokenizer.model_bytes), dtype=torch.uint8),
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         **dataclasses.asdict(run.progress),
@@ -323,6 +291,7 @@ def _restore(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer, process: 
 
 def write_file(path: Path, data: bytes) -> None:
     try:
-        path.write_bytes(data)
+        with atomic_file(path) as file:
+            file.write(data)
     except OSError as e:
         raise ToolkitError(f"cannot write {path}: {e.strerror or e}") from None

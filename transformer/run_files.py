@@ -28,11 +28,9 @@ class RunFiles:
         self.draw_curves = is_main  # off after the first failure: curves must never stop training
         self.first_step = first_step  # of a resumed run: TensorBoard hides what a killed session logged after it
 
-    def save(self, state: dict[str, Any], name: str) -> Path:
-        path = self.run_dir / name
+    def save(self, state: dict[str, Any], name: str) -> None:
         if self.is_main:
-            save_checkpoint(state, path)
-        return path
+            save_checkpoint(state, self.run_dir / name)
 
     def keep_step(self, state: dict[str, Any], keep: int) -> None:
         """Save the weights as step_N.pt (for averaging) and delete all but the newest `keep` of them."""
@@ -70,8 +68,7 @@ class RunFiles:
 
     def attention(self, step: int, cross: AttentionMap) -> None:
         """A dev sentence's cross-attention as TensorBoard images, one a decoder layer, averaged over its heads: row i
-        is the i-th target piece, column j the j-th source piece; black is 0, white the largest weight (the scale of
-        `translate --show-attention`)."""
+        is the i-th target piece, column j the j-th source piece; black 0, white the largest (as `--show-attention`)."""
         for layer, weights in enumerate(cross.weights.mean(1)):  # (queries, keys)
             scale = max(1, 256 // max(weights.shape))  # a few pixels a piece
             image = (weights / weights.max()).repeat_interleave(scale, 0).repeat_interleave(scale, 1)

@@ -5,11 +5,8 @@
     POST /attention {"text": "The cat sleeps."}  →  the greedy translation and its cross, encoder, decoder attention
     GET  /health, GET /info, GET / (the page)
 
-One thread owns the model: requests wait in a queue, and the translate requests waiting when that thread is free go
-through one Translator call per search setting, so concurrent clients share batches and the event loop never runs
-torch; a sampled request goes alone, so that its seed gives the same translations whatever else is waiting.
 Bad input is a 4xx with {"error": "one line naming the limit or the field"}, never a 500. Nothing in the package
-imports this module: the rest of the toolkit works without FastAPI.
+imports this module: the rest of the toolkit works without FastAPI. docs/serving.md tells the whole contract.
 """
 
 from __future__ import annotations
@@ -51,12 +48,6 @@ class Limits:
     max_beam: int = 16  # beam size a request may ask for
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
 def model_info(checkpoint: Checkpoint) -> dict[str, Any]:
     """What GET /info tells about the model: its config, vocabulary, training step and best dev BLEU."""
     state, config = checkpoint.state, checkpoint.config
@@ -89,9 +80,9 @@ class _Call:
 
 
 class BatchingWorker:
-    """The one thread that runs the model. Each turn takes every request waiting (up to `max_batch` sentences) and
-    translates the sentences of all requests with the same search settings in one Translator call (a sampled one
-    alone)."""
+    """The one thread that runs the model, so the event loop never runs torch. Each turn takes every request waiting
+    (up to `max_batch` sentences) and translates those with the same search settings in one Translator call; a sampled
+    one goes alone, so that its seed gives the same translations whatever else is waiting."""
 
     def __init__(self, translator: Translator, max_batch: int = 256) -> None:
         self.translator, self.max_batch = translator, max_batch
@@ -102,9 +93,11 @@ class BatchingWorker:
 
     def translate(self, sentences: list[str], **search: Any) -> Future:
         """Translate on the model's thread with `Translator.with_search(**search)`, whose errors are raised here."""
-        sampled = self.translator.with_search(**search).decoding.temperature > 0
-        job = _Translate(sentences, search, sampled)
-        self._jobs.put(job)
+        job = _Translate(sentences, search, sampled=self.translator.with_search(**search).decoding.temperature > 0)
+        if sentences:
+            self._jobs.put(job)
+        else:
+            job.future.set_result([])  # nothing to translate: no turn to wait for
         return job.future
 
     def call(self, function: Callable[[], Any]) -> Future:
@@ -120,12 +113,8 @@ class BatchingWorker:
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
             jobs, sentences = [job], len(getattr(job, "sentences", ()))
-            while sentences < self.max_batch:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
+            while sentences < self.max_batch and not self._jobs.empty():  # this thread alone takes from the queue
+                if (job := self._jobs.get_nowait()) is None:
                     self._jobs.put(None)  # stop after this turn
                     break
                 jobs.append(job)
@@ -135,10 +124,14 @@ class BatchingWorker:
     def _run(self, jobs: list[_Translate | _Call]) -> None:
         groups: dict[Any, list[_Translate]] = {}
         for job in jobs:
-            if isinstance(job, _Call):
-                _settle(job.future, job.function)
-            else:
+            if isinstance(job, _Translate):
                 groups.setdefault(id(job) if job.sampled else tuple(sorted(job.search.items())), []).append(job)
+                continue
+            try:
+                job.future.set_result(job.function())
+            except Exception as e:  # a bug, not bad input: this request answers 500, the thread goes on
+                log.exception("request failed")
+                job.future.set_exception(e)
         for group in groups.values():
             sentences = [s for job in group for s in job.sentences]
             self.stats["requests"] += len(group)
@@ -157,14 +150,6 @@ class BatchingWorker:
                 start += len(job.sentences)
 
 
-def _settle(future: Future, function: Callable[[], Any]) -> None:
-    try:
-        future.set_result(function())
-    except Exception as e:
-        log.exception("request failed")
-        future.set_exception(e)
-
-
 # -- requests ----------------------------------------------------------------------------------------------------
 
 
@@ -172,35 +157,35 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object, read no further than `limit` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body is at most {limit} bytes, got {declared}")
+        raise HTTPException(413, f"the request body is at most {limit} bytes, got {declared}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, f"the request body is at most {limit} bytes, got more")
+            raise HTTPException(413, f"the request body is at most {limit} bytes, got more")
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         reason = str(e).split("\n")[0][:200]
-        raise ApiError(400, f"the request body is not valid JSON: {reason}") from None
+        raise HTTPException(400, f"the request body is not valid JSON: {reason}") from None
     if not isinstance(data, dict):
-        raise ApiError(422, f'the request body must be a JSON object such as {{"text": ...}}, got {_kind(data)}')
+        raise HTTPException(422, f'the request body must be a JSON object such as {{"text": ...}}, got {_kind(data)}')
     return data
 
 
 def check_fields(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ApiError(422, f"unknown field {unknown[0]!r}; the fields are {', '.join(allowed)}")
+        raise HTTPException(422, f"unknown field {unknown[0]!r}; the fields are {', '.join(allowed)}")
     if "text" not in data:
-        raise ApiError(422, 'missing field "text"')
+        raise HTTPException(422, 'missing field "text"')
 
 
 def check_sentence(text: Any, where: str, limits: Limits) -> str:
     if not isinstance(text, str):
-        raise ApiError(422, f"{where} must be a string, got {_kind(text)}")
+        raise HTTPException(422, f"{where} must be a string, got {_kind(text)}")
     if len(text) > limits.max_chars:
-        raise ApiError(422, f"{where}: at most {limits.max_chars} characters per sentence, got {len(text)}")
+        raise HTTPException(422, f"{where}: at most {limits.max_chars} characters per sentence, got {len(text)}")
     return text
 
 
@@ -210,35 +195,31 @@ SEARCH_FIELDS = [("beam", "beam_size", True), ("temperature", "temperature", Fal
 
 
 def parse_translate(data: dict[str, Any], limits: Limits) -> tuple[list[str], dict[str, Any]]:
-    """The sentences and the search settings (`Translator.with_search`'s arguments) of a /translate request."""
+    """The sentences and the search settings (`Translator.with_search`'s arguments) of a /translate request; a bad
+    value a 4xx naming its field."""
     check_fields(data, ("text", *(name for name, _, _ in SEARCH_FIELDS)))
     text = data["text"]
     if not isinstance(text, list):
-        raise ApiError(422, f'"text" must be a list of strings such as ["The cat sleeps."], got {_kind(text)}')
+        raise HTTPException(422, f'"text" must be a list of strings such as ["The cat sleeps."], got {_kind(text)}')
     if len(text) > limits.max_sentences:
-        raise ApiError(413, f"at most {limits.max_sentences} sentences per request, got {len(text)}")
+        raise HTTPException(413, f"at most {limits.max_sentences} sentences per request, got {len(text)}")
     sentences = [check_sentence(t, f"text[{i}]", limits) for i, t in enumerate(text)]
-    return sentences, parse_search(data, limits)
-
-
-def parse_search(data: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    """A /translate request's search settings as `Translator.with_search`'s arguments; a bad one a 422 naming it."""
     search = {}
     for name, key, whole in SEARCH_FIELDS:
         value = data.get(name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-            raise ApiError(422, f'"{name}" must be a {"whole " if whole else ""}number, got {_kind(value)}')
+            raise HTTPException(422, f'"{name}" must be a {"whole " if whole else ""}number, got {_kind(value)}')
         if not whole:  # JSON's 1 is an int; one too large for a float is out of range
             value = math.inf if isinstance(value, int) and abs(value) >= 1e308 else float(value)
         _, rule, ok = SEARCH_RULES[key]
         if key == "beam_size":
             rule, ok = f"between 1 and {limits.max_beam}", lambda v: 1 <= v <= limits.max_beam
         if not ok(value):
-            raise ApiError(422, f'"{name}" must be {rule}, got {str(value)[:20]}')
+            raise HTTPException(422, f'"{name}" must be {rule}, got {str(value)[:20]}')
         search[key] = value
-    return search
+    return sentences, search
 
 
 def _kind(value: Any) -> str:
@@ -251,17 +232,11 @@ def _kind(value: Any) -> str:
 def attention_json(translator: Translator, sentence: str) -> dict[str, Any]:
     """The greedy translation and, for each kind, its query and key pieces and weights [layer][head][query][key]."""
     translation, maps = translator.attention_maps(sentence)
-    return {
-        "translation": translation,
-        **{
-            kind: {
-                "queries": maps[kind].query_pieces,
-                "keys": maps[kind].key_pieces,
-                "weights": maps[kind].weights.double().round(decimals=4).tolist(),
-            }
-            for kind in ATTENTION_KINDS
-        },
-    }
+    answer: dict[str, Any] = {"translation": translation}
+    for kind in ATTENTION_KINDS:
+        weights = maps[kind].weights.double().round(decimals=4).tolist()
+        answer[kind] = {"queries": maps[kind].query_pieces, "keys": maps[kind].key_pieces, "weights": weights}
+    return answer
 
 
 # -- the app -----------------------------------------------------------------------------------------------------
@@ -278,13 +253,8 @@ def create_app(translator: Translator, info: dict[str, Any], limits: Limits | No
         worker.close()
 
     app = FastAPI(title="mini-transformer", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.worker = worker
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
-
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # ours and the framework's (an unknown path or method): one line of JSON
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
@@ -304,12 +274,10 @@ def create_app(translator: Translator, info: dict[str, Any], limits: Limits | No
     async def translate(request: Request) -> dict[str, list[str]]:
         sentences, search = parse_translate(await read_json(request, limits.max_body_bytes), limits)
         try:
-            translator.with_search(**search)
+            translations = worker.translate(sentences, **search)
         except ToolkitError as e:  # settings that do not go together, such as sampling with a beam
-            raise ApiError(422, str(e)) from None
-        if not sentences:
-            return {"translations": []}
-        return {"translations": await asyncio.wrap_future(worker.translate(sentences, **search))}
+            raise HTTPException(422, str(e)) from None
+        return {"translations": await asyncio.wrap_future(translations)}
 
     @app.post("/attention")
     async def attention(request: Request) -> dict[str, Any]:
@@ -317,7 +285,7 @@ def create_app(translator: Translator, info: dict[str, Any], limits: Limits | No
         check_fields(data, ("text",))
         sentence = check_sentence(data["text"], '"text"', limits)
         if not sentence.strip():
-            raise ApiError(422, '"text" is empty: there is no attention to show')
+            raise HTTPException(422, '"text" is empty: there is no attention to show')
         return await asyncio.wrap_future(worker.call(lambda: attention_json(translator, sentence)))
 
     return app

@@ -12,10 +12,8 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 def pad(sequences: list[list[int]]) -> torch.Tensor:
     """(batch, max_len) tensor of ids, right-padded with PAD_ID."""
-    out = torch.full((len(sequences), max(len(s) for s in sequences)), PAD_ID, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return out
+    rows = [torch.tensor(seq, dtype=torch.long) for seq in sequences]
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD_ID)
 
 
 def until_eos(ids: list[int]) -> list[int]:

@@ -1,10 +1,10 @@
 """Reading text as users give it: files (gzipped or not) or streams, with stray bytes and characters made harmless.
-
 Training and translation read and clean text through the same functions, so a sentence is cleaned the same way in both.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import os
@@ -32,7 +32,8 @@ def iter_lines(path: Path) -> Iterator[str]:
             for line in text:
                 yield line.removesuffix("\n")
     except GZIP_ERRORS as e:
-        raise DataError(f"{path}: {gzip_problem(e, _head(path))}") from None
+        with open(path, "rb") as file:  # its first bytes tell a file cut short from one that is not gzip at all
+            raise DataError(f"{path}: {gzip_problem(e, file.read(len(GZIP_MAGIC)))}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read: {e}") from None
 
@@ -55,20 +56,10 @@ def gzip_problem(error: Exception, head: bytes) -> str:
 
 def check_gzip(path: Path) -> None:
     """Read a gzip file to its end, keeping nothing: a broken file fails here, before anything is written from it
-    (translation streams its output, so a failure halfway would leave half a file)."""
-    try:
-        with gzip.open(path) as stream:
-            while stream.read(1 << 20):
-                pass
-    except GZIP_ERRORS as e:
-        raise DataError(f"{path}: {gzip_problem(e, _head(path))}") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read: {e}") from None
-
-
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(len(GZIP_MAGIC))
+    (translation streams its output, so a failure halfway would leave half a file). Read by `iter_lines`, so that it
+    fails with the same words."""
+    for _ in iter_lines(path):
+        pass
 
 
 def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[str]]:
@@ -81,22 +72,18 @@ def read_chunks(stream: BinaryIO, max_lines: int) -> Iterator[list[str]]:
         waits = not stat.S_ISREG(os.fstat(fd).st_mode)  # a pipe or a terminal can be waiting; a file never
     except (OSError, AttributeError, ValueError):
         fd, waits = -1, False
-    pending, lines, first = b"", [], True
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")  # as `iter_lines` decodes
+    pending, lines = "", []
     while True:
         data = read(1 << 16)
-        pending += data
-        text = pending.replace(b"\r\n", b"\n")
+        text = (pending + decoder.decode(data, final=not data)).replace("\r\n", "\n")
         # A CR at the end may be the first half of a CRLF: it waits for the next read, unless the input ended.
-        cut = len(text) - 1 if data and text.endswith(b"\r") else len(text)
-        *complete, pending = text[:cut].replace(b"\r", b"\n").split(b"\n")
+        cut = len(text) - 1 if data and text.endswith("\r") else len(text)
+        *complete, pending = text[:cut].replace("\r", "\n").split("\n")
+        lines += complete
         pending += text[cut:]
-        for raw in complete:
-            line = raw.decode("utf-8", errors="replace")
-            lines.append(line.removeprefix("\ufeff") if first else line)
-            first = False
-        last = pending.decode("utf-8", errors="replace").removeprefix("\ufeff" if first else "")
-        if not data and last:  # the last line had no newline
-            lines.append(last)
+        if not data and pending:  # the last line had no newline
+            lines.append(pending)
         while len(lines) >= max_lines or (lines and not data):
             yield lines[:max_lines]
             lines = lines[max_lines:]

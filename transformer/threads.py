@@ -1,11 +1,10 @@
 """How many threads a CPU training uses: every core while the machine is idle, only the free ones while other
 programs keep cores busy.
 
-torch splits each matmul over its threads and waits for the slowest. On a core shared with another busy program a
-thread runs at half speed or less, so the whole step does; two trainings with two threads each on two cores ran at
-0.25× their idle speed each (a Zen 4; 0.08× on a Zen 1), where one thread each would give about 0.5×. So, every few
-seconds, the CPU time the rest of the machine used is read from /proc/stat, and the cores it keeps busy are left to
-it. A fixed `training.threads` turns this off.
+torch splits each matmul over its threads and waits for the slowest, and a thread on a core shared with another busy
+program runs at half speed or less: two trainings with two threads each on two cores ran at 0.25× their idle speed
+(Zen 4), where one thread each gives about 0.5×. So every few seconds the CPU time the rest of the machine used is
+read from /proc/stat, and the cores it keeps busy are left to it. A fixed `training.threads` turns this off.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def busy_cpu_seconds(cpus: set[int], stat: Path = Path("/proc/stat")) -> float | None:
@@ -34,13 +31,7 @@ def busy_cpu_seconds(cpus: set[int], stat: Path = Path("/proc/stat")) -> float |
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
             user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
             ticks += user + nice + system + irq + softirq + steal
-    return ticks / CLOCK_TICKS
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds this process has spent, all its threads together."""
-    times = os.times()
-    return times.user + times.system
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def threads_for(cores: int, others_busy: float) -> int:
@@ -54,26 +45,26 @@ class ThreadGovernor:
 
     def __init__(self, interval: float = 2.0) -> None:
         self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-        self.cores = torch.get_num_threads()  # torch's default: the physical cores it may use
+        self.cores = self.threads = torch.get_num_threads()  # torch's default: the physical cores it may use
         self.interval = interval
-        self.threads = self.cores
         self._mark()
 
     def _mark(self) -> None:
-        self.at, self.busy, self.own = time.perf_counter(), busy_cpu_seconds(self.cpus), own_cpu_seconds()
+        """Now: the clock, the CPU seconds of all programs on our cpus, and those of this process (all its threads)."""
+        own = os.times()
+        self.at, self.busy, self.own = time.perf_counter(), busy_cpu_seconds(self.cpus), own.user + own.system
 
     def update(self) -> None:
         """Call often (each step): it reads the clock, and /proc/stat only every `interval` seconds."""
-        now = time.perf_counter()
-        if now - self.at < self.interval or self.busy is None:
+        if time.perf_counter() - self.at < self.interval or self.busy is None:
             return
-        wall, busy, own = now - self.at, busy_cpu_seconds(self.cpus), own_cpu_seconds()
-        if busy is None:
+        at, busy, own = self.at, self.busy, self.own
+        self._mark()
+        if self.busy is None:
             return
-        others = max(0.0, (busy - self.busy) - (own - self.own)) / wall  # cores' worth used by everything else
+        others = max(0.0, (self.busy - busy) - (self.own - own)) / (self.at - at)  # cores' worth used by the rest
         threads = threads_for(self.cores, others)
         if threads != self.threads:
             log.info("other programs keep %.1f of %d cores busy: training on %d threads", others, self.cores, threads)
             torch.set_num_threads(threads)
             self.threads = threads
-        self._mark()

@@ -33,8 +33,7 @@ class Tokenizer:
 
     @classmethod
     def train(cls, sentences: Iterable[str], config: TokenizerConfig) -> Tokenizer:
-        """Train on the given sentences (source and target together); callers pass at most
-        `config.sample_sentences` of them (see `corpus_cache`), so SentencePiece never samples on its own."""
+        """Train on source and target sentences together: at most `config.sample_sentences`, drawn by the caller."""
         model = io.BytesIO()
         spm.set_random_generator_seed(1)  # the same corpus always gives the same model
         spm.SentencePieceTrainer.train(

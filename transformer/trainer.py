@@ -1,9 +1,6 @@
 """The training loop: batches → model → label-smoothed loss → Adam with warm-up → validation, stopping, checkpoints.
-
-The `Trainer` receives a prepared `Run` (see `prepare.py`) and owns only the loop. Resuming is exact: a checkpoint
-holds model, optimizer, step, RNG state and the position in the epoch's batch plan, which is rebuilt from the seed
-and the epoch.
-"""
+The `Trainer` receives a prepared `Run` (see `prepare.py`). Resuming is exact: a checkpoint holds the position in the
+epoch's batch plan, which is rebuilt from the seed and the epoch."""
 
 from __future__ import annotations
 
@@ -13,7 +10,6 @@ import math
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,24 +20,21 @@ from transformer.config import TrainingConfig
 from transformer.data import batch_plan, collate, padding_fraction
 from transformer.device import autocast
 from transformer.errors import TrainingError
-from transformer.metrics import Scores, score
+from transformer.metrics import score
 from transformer.optimization import FiniteGuard, learning_rate, train_step
 from transformer.prepare import Progress, Run, checkpoint_state
 from transformer.run_files import RunFiles
 from transformer.threads import ThreadGovernor
-from transformer.translator import AttentionMap, Translator
+from transformer.translator import Translator
 
 log = logging.getLogger(__name__)
 
 
 def budget_spent(progress: Progress, training: TrainingConfig) -> float:
     """The share of the training budget used so far: of the minutes, of the steps, whichever is further along."""
-    shares = [0.0]
-    if training.max_minutes:
-        shares.append(progress.elapsed / (60 * training.max_minutes))
-    if training.max_steps:
-        shares.append(progress.step / training.max_steps)
-    return max(shares)
+    minutes = progress.elapsed / (60 * training.max_minutes) if training.max_minutes else 0.0
+    steps = progress.step / training.max_steps if training.max_steps else 0.0
+    return max(minutes, steps)
 
 
 @torch.no_grad()
@@ -57,22 +50,6 @@ def dev_loss(run: Run) -> float:
     return total / max(tokens, 1)
 
 
-def translate_dev(run: Run) -> tuple[list[str], list[str], Scores]:
-    """Greedy translations of the dev sentences (the first `eval_sentences`), with their BLEU and chrF."""
-    pairs = run.dev_pairs
-    n = run.config.training.eval_sentences or len(pairs)
-    translator = Translator(run.model, run.tokenizer, run.config.decoding, run.process.device, run.bf16)
-    hypotheses = translator.translate(pairs.src[:n])
-    return pairs.src[:n], hypotheses, score(hypotheses, pairs.tgt[:n])
-
-
-def dev_attention(run: Run) -> AttentionMap:
-    """The cross-attention of the first dev sentence, translated greedily."""
-    run.model.eval()
-    translator = Translator(run.model, run.tokenizer, run.config.decoding, run.process.device, run.bf16)
-    return translator.attention(run.dev_pairs.src[0], "cross")
-
-
 class Trainer:
     def __init__(self, run: Run) -> None:
         self.run, self.config, self.model, self.optimizer = run, run.config, run.model, run.optimizer
@@ -85,10 +62,9 @@ class Trainer:
         self.threads = ThreadGovernor() if adapt else None  # fewer threads while other programs use cores
 
     def train_step(self, batches: list[list[int]]) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """One optimizer step over `batches` (with N processes, each takes every N-th); returns the loss per target
-        token, the step's target tokens and the gradient norm before clipping (the loss and the norm are tensors on
-        the device: reading them would wait for the step). A non-finite step is skipped on the device and stops the
-        run at the next `guard.check` (on a CPU: now)."""
+        """One optimizer step over `batches` (with N processes, each takes every N-th): the loss per target token, the
+        step's target tokens and the gradient norm before clipping (tensors on the device: reading them waits for the
+        step). A non-finite step is skipped on the device; the next `guard.check` (each step on a CPU) stops the run."""
         t, data, process = self.config.training, self.run.train_data, self.process
         tokens = sum(int(data.tgt_lens[indices].sum()) for indices in batches)
         mine = [collate(data, indices) for indices in batches[process.rank :: process.world]]
@@ -113,9 +89,8 @@ class Trainer:
         bar = tqdm(disable=None if self.process.is_main else True, total=t.max_steps or None, initial=p.step,
                    unit="step", dynamic_ncols=True, file=sys.stderr)  # fmt: skip
         started = time.perf_counter() - p.elapsed
-        window = {"tokens": 0, "start": time.perf_counter()}
-        last_eval_step = -1
-        per_step = t.accumulate * world
+        window_tokens, window_start = 0, time.perf_counter()  # for the throughput since the last log
+        last_eval_step, per_step = -1, t.accumulate * world
         needed = per_step if world > 1 else 1  # with several processes each step needs a full share for each
         try:
             while self.stop_reason is None:
@@ -129,14 +104,16 @@ class Trainer:
                     p.batch_in_epoch += len(batches)
                     p.elapsed = time.perf_counter() - started
                     bar.update(1)
-                    window["tokens"] += tokens
+                    window_tokens += tokens
                     if self.threads is not None:
                         self.threads.update()
                     if p.step % t.log_every == 0:
                         self.guard.check(self.files.advice())
-                        self._log_progress(bar, float(loss), float(grad_norm), window)  # read here only
+                        rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                        self._log_progress(bar, float(loss), float(grad_norm), rate)  # read here only
+                        window_tokens, window_start = 0, time.perf_counter()
                     if p.step % t.eval_every == 0:
-                        self.validate(bar)
+                        self.validate()
                         last_eval_step = p.step
                     self._check_limits()
                 if p.batch_in_epoch + needed > len(plan):  # the epoch's tail that cannot fill a step is skipped
@@ -145,7 +122,7 @@ class Trainer:
                         self.stop_reason = self.stop_reason or f"reached training.max_epochs={t.max_epochs}"
             interrupted = self.stop_reason.startswith("received")
             if not interrupted and last_eval_step != p.step:
-                self.validate(bar)
+                self.validate()
             self.save("last.pt")
         finally:
             bar.close()
@@ -160,16 +137,13 @@ class Trainer:
             log.info("saved %s; continue with --resume --out %s", self.run_dir / "last.pt", self.run_dir)
         return {"step": p.step, "best_bleu": p.best_bleu, "minutes": p.elapsed / 60, "stop_reason": self.stop_reason}
 
-    def _log_progress(self, bar: tqdm, loss: float, grad_norm: float, window: dict[str, float]) -> None:
-        p = self.progress
-        rate = window["tokens"] / max(time.perf_counter() - window["start"], 1e-9)
-        lr = self.optimizer.param_groups[0]["lr"]
+    def _log_progress(self, bar: tqdm, loss: float, grad_norm: float, rate: float) -> None:
+        p, lr = self.progress, self.optimizer.param_groups[0]["lr"]
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tgt_tok_s=f"{rate:.0f}")
         if bar.disable:
             log.info("step %d  loss %.3f  lr %.2e  %.0f target tokens/s", p.step, loss, lr, rate)
         self.files.log({"type": "train", "step": p.step, "epoch": p.epoch + 1, "loss": loss, "lr": lr,
                         "grad_norm": grad_norm, "tgt_tokens_per_s": rate, "minutes": p.elapsed / 60})  # fmt: skip
-        window["tokens"], window["start"] = 0, time.perf_counter()
 
     def _check_limits(self) -> None:
         t, p = self.config.training, self.progress
@@ -189,11 +163,15 @@ class Trainer:
 
     # -- validation --------------------------------------------------------------------------------------------
 
-    def validate(self, bar: tqdm | None = None) -> dict[str, Any]:
-        """Dev loss, perplexity and greedy BLEU (of the averaged weights too, with training.ema); keeps the better
-        as `best.pt`, saves `last.pt`, counts toward early stopping."""
+    def validate(self) -> dict[str, Any]:
+        """Dev loss, perplexity and greedy BLEU of the first `eval_sentences` (of the averaged weights too, with
+        training.ema); keeps the better as `best.pt`, saves `last.pt`, counts toward early stopping."""
         p, run, started = self.progress, self.run, time.perf_counter()
-        sources, hypotheses, scores = translate_dev(run)
+        translator = Translator(run.model, run.tokenizer, run.config.decoding, run.process.device, run.bf16)
+        n = run.config.training.eval_sentences or len(run.dev_pairs)
+        sources, references = run.dev_pairs.src[:n], run.dev_pairs.tgt[:n]
+        hypotheses = translator.translate(sources)
+        scores = score(hypotheses, references)
         loss = dev_loss(run)
         if not math.isfinite(loss):  # a diverged model must not become last.pt or best.pt
             raise TrainingError(f"the dev loss became {loss} at step {p.step}; stopped ({self.files.advice()})")
@@ -203,29 +181,28 @@ class Trainer:
         best_weights = contextlib.nullcontext
         if run.ema is not None:
             with run.ema.applied():
-                _, ema_hypotheses, ema_scores = translate_dev(run)
-            record["ema_bleu"] = ema_scores.bleu
-            if ema_scores.bleu > scores.bleu:
+                ema_hypotheses = translator.translate(sources)
+            record["ema_bleu"] = score(ema_hypotheses, references).bleu
+            if record["ema_bleu"] > scores.bleu:
                 hypotheses, best_weights = ema_hypotheses, run.ema.applied
         self.files.log(record)
         self.files.redraw_curves()
         if self.files.events is not None:  # with the tensorboard extra: what the model reads, as images
-            self.files.attention(p.step, dev_attention(run))
+            self.files.attention(p.step, translator.attention(sources[0], "cross"))
         bleu = max(record["bleu"], record.get("ema_bleu", -1.0))
         improved = bleu > p.best_bleu
         p.best_bleu, p.bad_evals = (bleu, 0) if improved else (p.best_bleu, p.bad_evals + 1)
         p.validation_seconds += time.perf_counter() - started
         ema = f", EMA BLEU {record['ema_bleu']:.2f}" if "ema_bleu" in record else ""
+        best = "best so far" if improved else f"best {p.best_bleu:.2f}"
+        share = 100 * p.validation_seconds / max(p.elapsed, 1e-9)
         lines = [
-            f"step {p.step}: dev loss {loss:.3f}, ppl {record['perplexity']:.2f}, BLEU {scores.bleu:.2f}{ema}, "
-            f"chrF {scores.chrf:.2f}"
-            + ("  (best so far)" if improved else f"  (best {p.best_bleu:.2f})")
-            + f"; validating took {100 * p.validation_seconds / max(p.elapsed, 1e-9):.0f}% of the "
-            f"{p.elapsed / 60:.1f} minutes so far"
+            f"step {p.step}: dev loss {loss:.3f}, ppl {perplexity:.2f}, BLEU {scores.bleu:.2f}{ema}, chrF "
+            f"{scores.chrf:.2f}  ({best}); validating took {share:.0f}% of the {p.elapsed / 60:.1f} minutes so far"
         ]
-        lines += [f"  {src}  →  {hyp}" for src, hyp in list(zip(sources, hypotheses, strict=True))[:3]]
+        lines += [f"  {src}  →  {hyp}" for src, hyp in zip(sources[:3], hypotheses[:3], strict=True)]
         if self.process.is_main:
-            (bar.write if bar is not None else print)("\n".join(lines), file=sys.stderr)
+            tqdm.write("\n".join(lines), file=sys.stderr)  # above the progress bar, if there is one
         self.save("last.pt")
         if improved:
             with best_weights():
@@ -234,11 +211,11 @@ class Trainer:
             self.files.keep_step(checkpoint_state(run), self.config.training.keep_checkpoints)
         return record
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str) -> None:
         """Write a checkpoint, never one whose weights are not all finite, nor after a skipped non-finite step."""
         self.guard.check(self.files.advice())
         if not all(bool(w.isfinite().all()) for w in self.model.parameters()):
             raise TrainingError(
                 f"the weights became non-finite at step {self.progress.step}; not saved ({self.files.advice()})"
             )
-        return self.files.save(checkpoint_state(self.run), name)
+        self.files.save(checkpoint_state(self.run), name)

@@ -1,4 +1,4 @@
-"""Translate text with a trained model: the Python API behind `scripts/translate.py` and `scripts/evaluate.py`.
+"""Translate text with a trained model: the Python API behind `mini-transformer translate`, `evaluate` and `serve`.
 
     from transformer import Translator
     Translator.from_checkpoint("runs/demo").translate(["The black cat sleeps."])
@@ -92,9 +92,8 @@ class Translator:
         checkpoint = path if isinstance(path, Checkpoint) else read_checkpoint(path)
         dev = resolve_device(device)
         model = checkpoint.build_model().to(dev).eval()
-        config = checkpoint.config
-        bf16, _ = choose_bf16(precision or config.training.precision, dev)
-        return cls(model, checkpoint.tokenizer, config.decoding, dev, bf16)
+        bf16, _ = choose_bf16(precision or checkpoint.config.training.precision, dev)
+        return cls(model, checkpoint.tokenizer, checkpoint.config.decoding, dev, bf16)
 
     def encode_sources(self, sentences: list[str]) -> list[list[int]]:
         return encode_sources(self.tokenizer, sentences, self.max_src_len)
@@ -122,43 +121,39 @@ class Translator:
             raise ToolkitError("top-k, top-p and the seed shape sampling: give a temperature > 0 as well")
         return Translator(self.model, self.tokenizer, decoding, self.device, self.bf16)
 
-    def translate(self, sentences: list[str], use_cache: bool = True) -> list[str]:
+    def translate(self, sentences: list[str]) -> list[str]:
         """One output line per input line, in order; an empty line gives an empty line."""
-        hypotheses = self.search(sentences, 1, use_cache)
-        return self.tokenizer.decode([hyps[0].ids if hyps else [] for hyps in hypotheses])
+        return self.tokenizer.decode([hyps[0].ids if hyps else [] for hyps in self.search(sentences)])
 
     def translate_n_best(self, sentences: list[str], n_best: int) -> list[list[tuple[str, Hypothesis]]]:
         """The `n_best` best translations of each sentence, best first, with their scores (none for an empty line)."""
-        hypotheses = [hyps or [Hypothesis([], 0.0, 0.0)] for hyps in self.search(sentences, n_best, scored=True)]
+        hypotheses = [hyps or [Hypothesis([], 0.0, 0.0)] for hyps in self.search(sentences, n_best)]
         return [list(zip(self.tokenizer.decode([h.ids for h in hyps]), hyps, strict=True)) for hyps in hypotheses]
 
-    def search(
-        self, sentences: list[str], n_best: int = 1, use_cache: bool = True, scored: bool = False
-    ) -> list[list[Hypothesis]]:
-        """Greedy search for beam 1 (unless scores are wanted), beam search otherwise, sampling at a temperature > 0;
+    def search(self, sentences: list[str], n_best: int | None = None) -> list[list[Hypothesis]]:
+        """Greedy search for beam 1 without `n_best`, beam search (scored) otherwise, sampling at a temperature > 0;
         batches of similar lengths. Each batch samples from its own seed (`batch_seed`): the same sentences, seed and
         batch size give the same translations."""
-        d = self.decoding
-        beam, limits = max(d.beam_size, n_best), Search(d.max_len_a, d.max_len_b, use_cache=use_cache)
-        sampling = Sampling.of(d)
-        if sampling is not None and (beam > 1 or scored):
+        dec, search, sampling = self.decoding, Search.of(self.decoding), Sampling.of(self.decoding)
+        beam = max(dec.beam_size, n_best or 1)
+        if sampling is not None and (beam > 1 or n_best is not None):
             raise ToolkitError("sampling draws one translation a sentence, without a score: no n-best list")
         ids = self.encode_sources(sentences)
         outputs: list[list[Hypothesis]] = [[] for _ in sentences]
         order = sorted((i for i in range(len(ids)) if len(ids[i]) > 1), key=lambda i: len(ids[i]))
         self.model.eval()
-        for start in range(0, len(order), d.batch_size):
-            rows = order[start : start + d.batch_size]
+        for start in range(0, len(order), dec.batch_size):
+            rows = order[start : start + dec.batch_size]
             batch = [ids[i] for i in rows]
             src = pad(batch).to(self.device)  # (batch, src_len)
             if sampling is not None:
-                sampling = dataclasses.replace(sampling, seed=batch_seed(d.seed, batch))
+                sampling = dataclasses.replace(sampling, seed=batch_seed(dec.seed, batch))
             with autocast(self.device, self.bf16):
-                if beam == 1 and not scored:
-                    found = greedy_decode(self.model, src, limits, sampling)
+                if beam == 1 and n_best is None:
+                    found = greedy_decode(self.model, src, search, sampling)
                     hyps = [[Hypothesis(x, math.nan, math.nan)] for x in found]
                 else:
-                    hyps = beam_search(self.model, src, beam, d.length_penalty, n_best, limits)
+                    hyps = beam_search(self.model, src, beam, dec.length_penalty, n_best or 1, search)
             for row, hyp in zip(rows, hyps, strict=True):
                 outputs[row] = hyp
         return outputs

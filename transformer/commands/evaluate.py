@@ -12,6 +12,7 @@ from pathlib import Path
 from transformer.checkpoint import read_checkpoint
 from transformer.corpora import read_split
 from transformer.errors import ToolkitError
+from transformer.files import atomic_file
 from transformer.metrics import score
 from transformer.text import iter_lines
 from transformer.translator import Translator
@@ -36,10 +37,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     checkpoint = read_checkpoint(args.checkpoint)
     translator = Translator.from_checkpoint(checkpoint, device=args.device).with_search(args.beam, args.alpha)
     if args.split:
-        config = checkpoint.config
         if args.data_path:
-            config.data.path = args.data_path
-        pairs = read_split(config.data, args.split)
+            checkpoint.config.data.path = args.data_path
+        pairs = read_split(checkpoint.config.data, args.split)
         sources, references, name = pairs.src, pairs.tgt, args.split
     else:
         for path in (args.src, args.ref):
@@ -54,11 +54,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     hypotheses = translator.translate(sources)
     seconds = time.perf_counter() - start
     scores = score(hypotheses, references)
-    checkpoint = Path(args.checkpoint)
-    hyp_path = (
-        Path(args.hyp) if args.hyp else (checkpoint if checkpoint.is_dir() else checkpoint.parent) / f"{name}.hyp"
-    )
-    hyp_path.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    hyp_path = Path(args.hyp or run_dir / f"{name}.hyp")
+    with atomic_file(hyp_path) as file:
+        file.write("".join(h + "\n" for h in hypotheses).encode("utf-8"))
     result = {
         "bleu": round(scores.bleu, 2),
         "chrf": round(scores.chrf, 2),

@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     sock = listen(args.host, args.port)  # first: a port in use fails before a slow load; early clients wait
     checkpoint = read_checkpoint(args.checkpoint)
     translator = Translator.from_checkpoint(checkpoint, device=args.device)
-    limits = Limits(max_sentences=args.max_sentences, max_chars=args.max_chars,
-                    max_body_bytes=args.max_body_bytes, max_beam=args.max_beam)  # fmt: skip
+    limits = Limits(**{name: value for name, value in vars(args).items() if name.startswith("max_")})
     app = create_app(translator, model_info(checkpoint), limits)
     host, port = sock.getsockname()[:2]
     local = args.host in ("127.0.0.1", "localhost", "::1")
