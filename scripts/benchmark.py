@@ -1,5 +1,5 @@
-"""Benchmark training and decoding: `mini-transformer benchmark` from a clone (`--help` for the options; the code is in
-transformer/commands/benchmark.py)."""
+"""Benchmark training and decoding: `mini-transformer benchmark` from a clone (`--help` for the options; the command is
+transformer/commands/benchmark.py, the measuring code transformer/benchmarking.py)."""
 
 from transformer.cli import run
 from transformer.commands.benchmark import main
