@@ -110,3 +110,12 @@ def test_the_downloader_keeps_only_whole_files_and_fetches_a_broken_one_again(tm
     assert read_split(config, "dev").src == ["one", "two"] * 500  # fetched again, not read as a shorter corpus
     assert f"{cached}: {TRUNCATED}; downloading it again" in caplog.messages
     assert served[-2:] == [url, url.replace(".en.", ".fr.")] and cached.read_bytes() == whole
+
+
+def test_evaluate_into_a_missing_folder_names_the_file_asked_for(demo_run, tmp_path):
+    """The hypotheses are written atomically through a temporary file beside them; the error names the user's path."""
+    src, hyp = write_gz(tmp_path / "t.en.gz", SENTENCES), tmp_path / "missing" / "t.hyp"
+    ref = write_gz(tmp_path / "t.fr.gz", SENTENCES)
+    result = run_script("evaluate.py", "--checkpoint", str(demo_run), "--src", str(src), "--ref", str(ref),
+                        "--hyp", str(hyp))  # fmt: skip
+    assert result.returncode == 2 and errors(result) == [f"error: {hyp}: No such file or directory"]

@@ -16,7 +16,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     try:
-        with open(partial, "xb") as file:
+        file = open(partial, "xb")  # noqa: SIM115 (the with below closes it)
+    except OSError as e:  # name the file the user asked for, not our temporary one
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    try:
+        with file:
             yield file
             file.flush()
             os.fsync(file.fileno())
