@@ -61,6 +61,20 @@ def test_attention_heatmap_is_drawn(demo_run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_heatmap_name_that_cannot_be_drawn_fails_before_translating(demo_run, tmp_path):
+    """Before: the whole input was translated, then the drawing died in a traceback (or wrote NAME.png for NAME)."""
+    for name, problem in [("attention.txt", "cannot draw a .txt file"), ("missing/a.png", "folder not found")]:
+        result = run_script("translate.py", "--checkpoint", str(demo_run), "--show-attention", str(tmp_path / name),
+                            SENTENCES[0])  # fmt: skip
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr.strip().splitlines() == [f"error: --show-attention {tmp_path / name}: {problem}" + (
+            "; name it .png, .svg or .pdf" if name.endswith(".txt") else f": {tmp_path / 'missing'}")]  # fmt: skip
+    plain = tmp_path / "attention"  # no suffix: a PNG under the name asked for
+    result = run_script("translate.py", "--checkpoint", str(demo_run), "--show-attention", str(plain), SENTENCES[0])
+    assert result.returncode == 0, result.stderr
+    assert plain.read_bytes()[:4] == b"\x89PNG" and list(tmp_path.iterdir()) == [plain]  # no temporary file left
+
+
 def test_attention_of_every_kind_reads_like_the_math(translator, demo_run, tmp_path):
     hypothesis = translator.translate([SENTENCES[0]])[0]
     for kind in ("cross", "encoder", "decoder"):

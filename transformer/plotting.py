@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer.errors import MissingExtraError, ToolkitError
+from transformer.files import atomic_file
 from transformer.translator import AttentionMap
 
 # Each kind of attention map: its title, x label (keys) and y label (queries).
@@ -42,6 +43,29 @@ CURVES = [("loss", "train", "train loss", 0, "-"), ("loss", "dev", "dev loss", 0
           ("lr", "train", "learning rate", 2, "-")]  # fmt: skip
 
 
+def check_figure_path(path: str | Path, option: str) -> None:
+    """Fail before the work, in one line: a figure's format comes from its name's suffix, and its folder must exist."""
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds, path = FigureCanvasBase.get_supported_filetypes(), Path(path)
+    if path.suffix and path.suffix[1:].lower() not in kinds:
+        raise ToolkitError(f"{option} {path}: cannot draw a {path.suffix} file; name it .png, .svg or .pdf")
+    if not path.parent.is_dir():
+        raise ToolkitError(f"{option} {path}: folder not found: {path.parent}")
+
+
+def _save(plt: Any, fig: Any, path: str | Path, dpi: int) -> None:
+    """Write the figure whole or not at all (a run's curves.png is redrawn at every validation), in the format its
+    name asks for (.png, .svg, .pdf …)."""
+    fig.tight_layout()
+    try:
+        with atomic_file(path) as file:
+            fig.savefig(file, dpi=dpi, format=Path(path).suffix[1:].lower() or "png")
+    finally:
+        plt.close(fig)
+
+
 def save_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
     """Loss, dev BLEU and learning rate against steps (top row) and minutes (bottom row), one colour per run."""
     plt = _pyplot()
@@ -61,9 +85,7 @@ def save_curves(runs: dict[str, list[dict[str, Any]]], path: str | Path) -> None
             axes[row][col].grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     axes[0][1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path, dpi=90)
 
 
 def save_attention_heatmap(attention: AttentionMap, path: str | Path, layer: int = -1, head: int | None = None) -> None:
@@ -80,6 +102,4 @@ def save_attention_heatmap(attention: AttentionMap, path: str | Path, layer: int
     which = "mean over heads" if head is None else f"head {head}"
     n_layers = attention.weights.size(0)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title}, layer {layer % n_layers + 1} of {n_layers}, {which}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path, dpi=120)

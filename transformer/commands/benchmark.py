@@ -33,6 +33,7 @@ from transformer.config import Config, load_config
 from transformer.corpora import read_split
 from transformer.device import resolve_device, tune_cpu_allocator
 from transformer.errors import ToolkitError
+from transformer.files import atomic_file
 from transformer.metrics import score
 from transformer.translator import Translator
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         report = speed_report(config, args.checkpoint, args.steps, args.warmup, args.single, bf16, args.profile, device)
         print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        with atomic_file(args.json) as file:
+            file.write(json.dumps(report, indent=2).encode())
     return 0
 
 

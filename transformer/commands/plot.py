@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from transformer.plotting import read_metrics, save_curves
+from transformer.plotting import check_figure_path, read_metrics, save_curves
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
@@ -11,6 +11,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories (each with its metrics.jsonl)")
     parser.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
     args = parser.parse_args(argv)
+    check_figure_path(args.out, "--out")
     save_curves({Path(r).name or r: read_metrics(r) for r in args.runs}, args.out)
     print(f"drew {len(args.runs)} runs into {args.out}")
     return 0

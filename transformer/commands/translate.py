@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         raise ToolkitError(f"--input: file not found: {args.input}")
     if args.input and args.input.endswith(".gz"):
         check_gzip(Path(args.input))  # whole, before any output: a broken file must not leave half a translation
+    if args.show_attention:
+        from transformer.plotting import check_figure_path
+
+        check_figure_path(args.show_attention, "--show-attention")
     if args.n_best < 0 or (args.beam and args.n_best > args.beam):
         raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
 
