@@ -39,3 +39,27 @@ python3 scripts/benchmark.py --config "$run/config.yaml" --checkpoint "$run" --d
   --json "$OUT/inference_cuda.json" 2>&1 | tee "$OUT/inference_cuda.txt"
 python3 scripts/benchmark.py --config "$run/config.yaml" --checkpoint "$run" --device cpu --steps 10 \
   --json "$OUT/bench_cpu.json" 2>&1 | tee "$OUT/bench_cpu.txt"
+
+# training.compile: auto's trial on this device (issue 25): eager and compiled steps on the run's first batch, and what
+# auto decides for the recipe's 28-minute budget. DEVICE=cpu runs the same check on the CPU.
+python3 - "${DEVICE:-cuda}" "$run" 2>&1 <<'PY' | tee "$OUT/compile_trial.txt"
+import functools, sys, torch
+from transformer.checkpoint import read_checkpoint
+from transformer.corpus_cache import cached_ids, cached_text
+from transformer.data import batch_plan, collate
+from transformer.device import choose_compile
+from transformer.distributed import Process
+from transformer.model import Transformer
+from transformer.optimization import step_seconds
+
+device, trained = torch.device(sys.argv[1]), read_checkpoint(sys.argv[2])
+config, t = trained.config, trained.config.training
+data = cached_ids(config.data, cached_text(config.data, "train"), trained.tokenizer)
+batch = collate(data, batch_plan(data, t.batch_tokens, t.seed, 0)[0])
+model = Transformer(config.model, trained.tokenizer.vocab_size).to(device)
+trial = functools.partial(step_seconds, model, batch, False, t, Process(0, 1, device))
+times = {compiled: trial(compiled=compiled) for compiled in (False, True)}
+for compiled, seconds in times.items():
+    print("compiled" if compiled else "eager   ", " ".join(f"{1e3 * s:,.0f}" for s in seconds), "ms")
+print("auto, 28 minutes:", choose_compile("auto", device, lambda s: 28 * 60.0, lambda compiled: times[compiled]))
+PY

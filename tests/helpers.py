@@ -64,13 +64,13 @@ def script_env() -> dict[str, str]:
 
 
 def run_script(name: str, *args: str, stdin: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    kwargs = {"env": script_env(), **kwargs}
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / name), *args],
         input=stdin,
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=script_env(),
         timeout=600,
         **kwargs,
     )

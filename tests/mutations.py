@@ -466,6 +466,18 @@ MUTATIONS = [
         [("max(2 * end, 16)", "max(end, 16)"), ("grown_k[:, :, :start], grown_v[:, :, :start] = ", "_ = ")],
         ["tests/test_model.py"],
     ),
+    Mutation(
+        "a broken compiler toolchain is not checked before compiling",
+        "transformer/device.py",
+        [("if (problem := compiler_problem(device)) is not None:", "if (problem := None) is not None:")],
+        ["tests/test_training.py::test_compile_true_without_a_compiler_trains_eagerly_after_one_line"],
+    ),
+    Mutation(
+        "compile: auto compiles whatever the trial and the budget say",
+        "transformer/device.py",
+        [("    pays = saved > COMPILES * compiling", "    pays = True")],
+        ["tests/test_training.py::test_compile_auto_weighs_a_timed_trial_against_the_budget"],
+    ),
 ]
 
 

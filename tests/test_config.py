@@ -62,6 +62,9 @@ def test_shipped_configs_load(name, monkeypatch):
         ("model: [1, 2\n", "YAML syntax error"),
         ("", "the config file is empty"),
         ("- 1\n- 2\n", "expected a mapping"),
+        (f"training:\n  lr: {'9' * 400}\n", "training.lr: must be a finite number, got 999"),  # was OverflowError
+        (f"training:\n  threads: {'9' * 30}\n", "training.threads: must be between -2**63 and 2**63"),
+        ("training:\n  compile: sometimes\n", "training.compile: must be true, false or auto, got sometimes"),
     ],
 )
 def test_config_errors_name_the_key_and_the_problem(tmp_path, text, message):

@@ -243,6 +243,55 @@ def test_auto_precision_is_bf16_only_where_native_and_measured_faster(monkeypatc
     assert not bf16 and why.endswith("30 ms in bf16, 20 ms in fp32: fp32")
 
 
+def test_compile_auto_weighs_a_timed_trial_against_the_budget(monkeypatch):
+    """auto never compiles on a CPU (nothing timed), never tries where the budget is too short to earn a compile back,
+    and elsewhere compiles only when the seconds saved over the run exceed the compiles it pays; true with a broken
+    toolchain trains eagerly."""
+    from transformer import device as device_module
+    from transformer.device import choose_compile
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object: no GPU needed to decide for one
+    calls = []
+
+    def trial(eager_s, compiled_s, compile_s):  # seconds of steps; the first compiled step also compiles
+        def seconds(compiled=False):
+            calls.append(compiled)
+            return [compile_s + compiled_s, compiled_s, compiled_s] if compiled else [1.0, eager_s, eager_s]
+
+        return seconds
+
+    never = lambda **_: pytest.fail("nothing timed")  # noqa: E731
+    monkeypatch.setattr(device_module, "compiler_problem", lambda device: pytest.fail("no toolchain check"))
+    assert choose_compile(False, gpu, lambda s: 1e9, never) == (False, "as configured")
+    assert choose_compile("auto", cpu, lambda s: 1e9, never)[0] is False
+    monkeypatch.setattr(device_module, "compiler_problem", lambda device: None)
+    assert choose_compile(True, cpu, lambda s: 1e9, never) == (True, "as configured")
+    compiled, why = choose_compile("auto", gpu, lambda s: 300.0, trial(0.10, 0.08, 30.0))  # a 5-minute run
+    assert not compiled and "10 minutes" in why and calls == [False]  # the compiled trial was never paid
+    compiled, why = choose_compile("auto", gpu, lambda s: 1800.0, trial(0.10, 0.08, 30.0))
+    assert compiled and why.endswith("80 ms compiled, 100 ms eager; compiling took 30 s: compiled")
+    assert not choose_compile("auto", gpu, lambda s: 1800.0, trial(0.10, 0.12, 30.0))[0]  # compiled is slower
+    assert not choose_compile("auto", gpu, lambda s: 600.0, trial(0.10, 0.09, 60.0))[0]  # saves 67 s, pays 180
+    assert choose_compile("auto", gpu, lambda s: 2000 * s, trial(0.10, 0.09, 60.0))[0] is False  # 200 s
+    assert choose_compile("auto", gpu, lambda s: 20000 * s, trial(0.10, 0.09, 60.0))[0] is True  # saves 200 s
+    monkeypatch.setattr(device_module, "compiler_problem", lambda device: "InvalidCxxCompiler: no C++ compiler")
+    compiled, why = choose_compile(True, cpu, lambda s: 1e9, never)
+    assert not compiled and why == "torch.compile cannot run here: InvalidCxxCompiler: no C++ compiler"
+
+
+def test_compile_true_without_a_compiler_trains_eagerly_after_one_line(tmp_path):
+    """No C++ compiler (CXX points nowhere): before, the first step died in a traceback of a hundred lines."""
+    changes = overrides(data__demo_train_size=200, training__max_steps=2, training__eval_every=2)
+    changes += ["--set", "training.compile=true"]
+    result = run_script("train.py", "--config", "demo", "--out", str(tmp_path / "run"), *changes,
+                        env={**script_env(), "CXX": str(tmp_path / "no-such-g++")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "compile" in line.lower()]
+    assert len(lines) == 1 and "compile: no (torch.compile cannot run here:" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "no-such-g++" in lines[0]
+    assert "step 2" in result.stderr + result.stdout
+
+
 def test_the_precision_trial_changes_nothing_the_run_computes(tmp_path, monkeypatch):
     """A run whose `auto` trial (both precisions timed on a copy of the model) chose fp32 ends with the weights of a
     run told fp32, bit for bit: the trial used no random number and touched no weight."""

@@ -133,7 +133,10 @@ class TrainingConfig:
     eval_sentences: int = 0  # dev sentences scored with BLEU at each validation; 0 = all
     patience: int = 0  # validations without a better dev BLEU before stopping; 0 = never stop early
     log_every: int = 50  # steps between progress lines and metrics.jsonl records
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model; auto: on a GPU, when a timed trial finds compiled steps faster by more than the
+    # compiling costs over the run's budget (on a CPU, eager: compiled steps measured no faster there); a missing
+    # compiler toolchain means eager, with one warning line
+    compile: bool | str = "auto"
 
 
 @dataclass
@@ -359,6 +362,7 @@ def validate(config: Config, source: str = "config") -> None:
     )
     need(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas", "must be two numbers in [0, 1)")
     check("training", "ema label_smoothing", "in [0, 1)", lambda value: 0 <= value < 1)
+    check("training", "compile", "true, false or auto", lambda value: value in (True, False, "auto"))
     check("training", "warmup_share", "in [0, 1]", lambda value: 0 <= value <= 1)
     at_least("training", "threads warmup_steps weight_decay clip_norm max_steps max_epochs max_minutes", 0)
     at_least("training", "eval_sentences patience keep_checkpoints", 0)
@@ -391,14 +395,16 @@ def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
     for kind in allowed:
         if kind is type(None) and value is None:
             return None
+        if kind is int and type(value) is int and abs(value) >= 2**63:  # torch and NumPy take 64-bit integers
+            raise ConfigError(f"{source}: {key}: must be between -2**63 and 2**63, got {shown(value)}")
         if kind in (bool, int, str) and type(value) is kind:  # exactly: True is an int to Python, not to a config
             return value
         if kind is float and isinstance(value, str) and any(c.isdigit() for c in value):
             with contextlib.suppress(ValueError):  # PyYAML reads 1e-3 (no dot, no sign) as a string
                 value = float(value)
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ConfigError(f"{source}: {key}: must be a finite number, got {value}")
+            if abs(value) >= 2**1024 or value != value or value in (float("inf"), float("-inf")):  # 2**1024: inf
+                raise ConfigError(f"{source}: {key}: must be a finite number, got {shown(value)}")
             return float(value)
         if typing.get_origin(kind) is list and isinstance(value, list):
             (item,) = typing.get_args(kind)

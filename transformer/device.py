@@ -79,6 +79,49 @@ def choose_bf16(
     return bf16 < fp32, f"auto: a training step took {1e3 * bf16:.0f} ms in bf16, {1e3 * fp32:.0f} ms in fp32: {faster}"
 
 
+AUTO_COMPILE_MINUTES = 10  # shorter budgets cannot earn back compiling (about a minute, paid COMPILES times)
+COMPILES = 3  # compiles a run with compile: auto pays: the trial's, the run's own model, and when batch shapes vary
+
+
+def compiler_problem(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on `device` (e.g. no C++ compiler for a CPU, no Triton for a GPU), in one line;
+    None if it can. Why: a model's compile fails only at its first step, in a traceback of a hundred lines; compiling
+    a tiny function shows the same failure in seconds."""
+    try:
+        torch.compile(torch.neg)(torch.ones(2, device=device))
+    except Exception as e:  # whatever the toolchain raises: the message says what is missing
+        return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+    return None
+
+
+def choose_compile(
+    setting: bool | str, device: torch.device, budget: Callable[[float], float], seconds: Callable[..., list[float]]
+) -> tuple[bool, str]:
+    """Compile the model or not, and why. `seconds(compiled=...)` times training steps (the first compiled one includes
+    compiling); `budget(step_seconds)` is the run's length in seconds at that speed. `auto` compiles where the
+    seconds a compiled step saves, over the budget, exceed COMPILES compiles; on a CPU it does not try: on the CPUs
+    measured (a Zen 2, a Zen 4: docs/benchmarks.md) compiled steps were no faster, after about a minute of compiling."""
+    if setting is False:
+        return False, "as configured"
+    if setting == "auto" and device.type == "cpu":
+        return False, "auto: compiled steps were no faster on the CPUs measured (docs/benchmarks.md)"
+    if (problem := compiler_problem(device)) is not None:
+        return False, f"torch.compile cannot run here: {problem}"
+    if setting is True:
+        return True, "as configured"
+    eager = min(seconds(compiled=False)[1:])
+    if budget(eager) < 60 * AUTO_COMPILE_MINUTES:
+        return False, f"auto: a budget under {AUTO_COMPILE_MINUTES} minutes cannot earn back compiling"
+    first, *rest = seconds(compiled=True)
+    compiled, compiling = min(rest), first - min(rest)
+    saved = (eager - compiled) * budget(compiled) / compiled  # seconds the run's compiled steps would save
+    pays = saved > COMPILES * compiling
+    return pays, (
+        f"auto: a training step took {1e3 * compiled:.0f} ms compiled, {1e3 * eager:.0f} ms eager; compiling took "
+        f"{compiling:.0f} s: {'compiled' if pays else 'eager'}"
+    )
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on a GPU (it runs behind the host), so that a timer measures the work itself."""
     if device.type == "cuda":

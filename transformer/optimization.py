@@ -94,19 +94,22 @@ def train_step(
     return Step(total, grad_norm, tokens, loss_ok, grads_ok)
 
 
-def step_seconds(model: torch.nn.Module, batch: Batch, bf16: bool, training: TrainingConfig, process: Process) -> float:
-    """The faster of two training steps over `batch` (after one untimed), on a copy of the model and its optimizer
-    and with the random stream put back: the trial changes nothing the run will compute."""
+def step_seconds(
+    model: torch.nn.Module, batch: Batch, bf16: bool, training: TrainingConfig, process: Process, compiled: bool = False
+) -> list[float]:
+    """The seconds of three training steps over `batch` (the first warms up, or compiles), on a copy of the model and
+    its optimizer and with the random stream put back: the trial changes nothing the run will compute."""
     trial = copy.deepcopy(model).train()
     optimizer, times = build_optimizer(trial, training), []
+    runner = torch.compile(trial) if compiled else trial
     with torch.random.fork_rng(devices=[process.device] if process.device.type == "cuda" else []):
         for _ in range(3):
             synchronize(process.device)
             start = time.perf_counter()
-            train_step(trial, optimizer, [batch], training, training.lr, bf16, process)
+            train_step(runner, optimizer, [batch], training, training.lr, bf16, process)
             synchronize(process.device)
             times.append(time.perf_counter() - start)
-    return min(times[1:])
+    return times
 
 
 class FiniteGuard:

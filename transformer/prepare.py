@@ -10,6 +10,7 @@ import dataclasses
 import fcntl
 import functools
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,11 @@ import yaml
 from transformer import distributed
 from transformer.averaging import ExponentialMovingAverage
 from transformer.checkpoint import Checkpoint, read_checkpoint
-from transformer.config import Config, DataConfig, apply_overrides, config_from_dict
+from transformer.config import Config, DataConfig, TrainingConfig, apply_overrides, config_from_dict
 from transformer.corpora import Pairs, read_split
 from transformer.corpus_cache import cached_ids, cached_text, cached_tokenizer
 from transformer.data import Encoded, batch_plan, collate, encode_pairs
-from transformer.device import choose_bf16
+from transformer.device import choose_bf16, choose_compile
 from transformer.distributed import Process
 from transformer.errors import ConfigError, ToolkitError
 from transformer.files import atomic_file
@@ -155,23 +156,38 @@ def prepare_run(
         ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
         if ema is not None and trained is not None and "ema" in trained.state:
             ema.average = {name: tensor.to(process.device) for name, tensor in trained.state["ema"].items()}
-        step_model = torch.compile(model) if t.compile else model
-        if process.world > 1:
-            step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+        plan = batch_plan(train_data, t.batch_tokens, t.seed, 0)
+        trial = functools.partial(step_seconds, model, collate(train_data, plan[0]), training=t, process=process)
         if checkpoint is not None:  # a resumed run keeps its precision (checkpoints before it was saved: the old rule)
             bf16, why = bool(checkpoint.state.get("bf16", choose_bf16(t.precision, process.device)[0])), "the run's own"
         else:
-            first = collate(train_data, batch_plan(train_data, t.batch_tokens, t.seed, 0)[0])
-            trial = functools.partial(step_seconds, model, first, training=t, process=process)
-            bf16, why = choose_bf16(t.precision, process.device, trial)
+            bf16, why = choose_bf16(t.precision, process.device, lambda bf16: min(trial(bf16)[1:]))
         bf16 = distributed.broadcast_bytes(b"1" if bf16 else b"0", process.world) == b"1"  # rank 0's choice for all
         log.info("precision: %s (%s)", "bf16" if bf16 else "fp32", why)
+        budget = functools.partial(_budget_seconds, t, len(plan))
+        compiled, why = choose_compile(t.compile, process.device, budget, functools.partial(trial, bf16))
+        compiled = distributed.broadcast_bytes(b"1" if compiled else b"0", process.world) == b"1"
+        log.log(logging.WARNING if t.compile is True and not compiled else logging.INFO, "compile: %s (%s)",
+                "yes" if compiled else "no", why)  # fmt: skip
+        step_model = torch.compile(model) if compiled else model
+        if process.world > 1:
+            step_model = torch.nn.parallel.DistributedDataParallel(step_model)
         return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
                    progress, bf16, ema, lock, origin)  # fmt: skip
     except BaseException:
         if lock is not None:
             lock.abandon()
         raise
+
+
+def _budget_seconds(training: TrainingConfig, batches_per_epoch: int, step_seconds: float) -> float:
+    """How long the run's limits let it train at `step_seconds` a step (inf when nothing limits it)."""
+    limits = [60 * training.max_minutes] if training.max_minutes else []
+    if training.max_steps:
+        limits.append(training.max_steps * step_seconds)
+    if training.max_epochs:
+        limits.append(training.max_epochs * batches_per_epoch / training.accumulate * step_seconds)
+    return min(limits, default=math.inf)
 
 
 def _encoded_data(
