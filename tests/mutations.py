@@ -478,6 +478,24 @@ MUTATIONS = [
         [("    pays = saved > COMPILES * compiling", "    pays = True")],
         ["tests/test_training.py::test_compile_auto_weighs_a_timed_trial_against_the_budget"],
     ),
+    Mutation(
+        "a checkpoint whose weights hold nan is loaded",
+        "transformer/checkpoint.py",
+        [("and not bool(tensor.isfinite().all())", "and False")],
+        ["tests/test_checkpoint.py::test_a_checkpoint_with_nan_weights_is_refused_not_translated_into_empty_lines"],
+    ),
+    Mutation(
+        "a new training writes over files no run wrote",
+        "transformer/prepare.py",
+        [("if not resume and theirs and (taken :=", "if False and (taken :=")],
+        ["tests/test_user_files.py::test_a_new_training_never_writes_over_files_no_run_wrote"],
+    ),
+    Mutation(
+        "translate writes over the file it reads",
+        "transformer/commands/translate.py",
+        [("and os.path.samefile(args.input, args.output):", "and False:")],
+        ["tests/test_user_files.py::test_translate_never_writes_over_the_file_it_reads"],
+    ),
 ]
 
 

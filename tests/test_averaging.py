@@ -71,6 +71,23 @@ def test_averaged_checkpoints_load_and_translate(demo_run, tmp_path):
         average_checkpoints([demo_run / "best.pt", tmp_path / "other.pt"])
 
 
+def test_average_refuses_weights_that_do_not_fit_and_never_writes_over_a_users_file(demo_run, tmp_path):
+    """Before: a checkpoint lacking a tensor was averaged into one lacking it too (exit code 0), one with an extra
+    tensor was a KeyError traceback, and --out over any file replaced it."""
+    state = load_checkpoint(demo_run / "best.pt")
+    del state["model"]["embedding.weight"]
+    save_checkpoint(state, tmp_path / "missing.pt")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    for out, inputs, message in [
+        (tmp_path / "avg.pt", [tmp_path / "missing.pt", demo_run / "best.pt"], "the weights do not fit"),
+        (notes, [demo_run / "best.pt"], f"--out {notes}: exists and is not a checkpoint; averaging would overwrite it"),
+    ]:
+        result = run_script("average.py", "--out", str(out), *map(str, inputs))
+        assert result.returncode == 2 and "Traceback" not in result.stderr and message in result.stderr
+    assert notes.read_text() == "mine\n" and not (tmp_path / "avg.pt").exists()
+
+
 def test_training_keeps_the_better_of_trained_and_averaged_weights_and_the_last_n(tmp_path):
     config = apply_overrides(load_config(ROOT / "configs" / "demo.yaml"),
                              overrides(data__demo_train_size=300, training__ema=0.9, training__keep_checkpoints=2,
@@ -82,7 +99,8 @@ def test_training_keeps_the_better_of_trained_and_averaged_weights_and_the_last_
     last = load_checkpoint(run_dir / "last.pt")
     for name, tensor in trainer.run.ema.average.items():
         assert torch.equal(last["ema"][name], tensor)  # saved for an exact resume
-    resumed = prepare_run(config, run_dir, setup_process(config.training), resume=True)
+    more = apply_overrides(config, ["training.max_steps=16"])  # resuming at the limit reached is refused
+    resumed = prepare_run(more, run_dir, setup_process(config.training), resume=True)
     assert all(torch.equal(resumed.ema.average[n], t) for n, t in last["ema"].items())
     records = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"dev"' in line]
     assert len(records) == 3 and all('"ema_bleu"' in r for r in records)

@@ -153,6 +153,8 @@ def test_wrong_beam_settings_are_one_line_errors(demo_run):
         (("--beam", "0"), "error: the beam size must be >= 1, got 0"),
         (("--alpha", "-1"), "error: the length penalty alpha must be >= 0, got -1.0"),
         (("--beam", "2", "--n-best", "3"), "error: --n-best 3: must be between 1 and the beam size (--beam 2)"),
+        (("--beam", "-3"), "error: the beam size must be >= 1, got -3"),  # was said about --n-best, not given
+        (("--beam", "100000"), "error: the beam size must be at most 75 (half the vocabulary), got 100000"),
     ]:
         result = run_script("translate.py", "--checkpoint", str(demo_run), *args, SENTENCES[0])
         assert result.returncode == 2 and result.stderr.strip() == message

@@ -118,4 +118,24 @@ def test_evaluate_into_a_missing_folder_names_the_file_asked_for(demo_run, tmp_p
     ref = write_gz(tmp_path / "t.fr.gz", SENTENCES)
     result = run_script("evaluate.py", "--checkpoint", str(demo_run), "--src", str(src), "--ref", str(ref),
                         "--hyp", str(hyp))  # fmt: skip
-    assert result.returncode == 2 and errors(result) == [f"error: {hyp}: No such file or directory"]
+    assert errors(result) == [f"error: --hyp {hyp}: folder not found: {hyp.parent}"]  # said before translating
+    hyp.parent.mkdir()
+    hyp.mkdir()  # a folder where the file should go: before, the error named the temporary file
+    result = run_script("evaluate.py", "--checkpoint", str(demo_run), "--src", str(src), "--ref", str(ref),
+                        "--hyp", str(hyp))  # fmt: skip
+    assert errors(result) == [f"error: --hyp {hyp}: a folder, not a file"]
+
+
+def test_empty_files_to_score_or_an_empty_dev_split_are_one_line(demo_run, tmp_path):
+    """Before: evaluate of two empty files was an IndexError traceback; training on an empty dev split a traceback
+    from deep in Arrow."""
+    empty = write_gz(tmp_path / "e.en.gz", [])
+    result = run_script("evaluate.py", "--checkpoint", str(demo_run), "--src", str(empty), "--ref", str(empty))
+    assert errors(result) == [f"error: {empty}: no sentences to score (the file is empty)"]
+    data = corpus(tmp_path / "data")
+    for side in ("en", "fr"):
+        write_gz(data / f"val.{side}.gz", [])
+    changes = overrides(data__corpus="files", data__path=str(data), data__cache_dir=tmp_path / "c")
+    result = run_script("train.py", "--config", "demo", "--out", str(tmp_path / "run"), *changes)
+    assert errors(result) == ["error: data.dev_split: 'val' of the files corpus has no pairs"]
+    assert not (tmp_path / "run").exists()

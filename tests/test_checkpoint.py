@@ -33,6 +33,24 @@ def test_bad_checkpoints_get_one_clear_line(demo_run, tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a checkpoint of this toolkit"):
         load_checkpoint(tmp_path / "foreign.pt")
+    state = load_checkpoint(demo_run / "last.pt")
+    torch.save({key: value for key, value in state.items() if key != "tokenizer"}, tmp_path / "no_tokenizer.pt")
+    with pytest.raises(CheckpointError, match=r"this toolkit \(missing tokenizer\)$"):  # not every required key
+        load_checkpoint(tmp_path / "no_tokenizer.pt")
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_not_translated_into_empty_lines(demo_run, tmp_path):
+    """Whole records with valid CRCs, but one weight is nan (a copy edited, or a run of another tool): before, it
+    translated every sentence into an empty line with exit code 0."""
+    state = load_checkpoint(demo_run / "last.pt")
+    name = next(iter(state["model"]))
+    state["model"][name].view(-1)[0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    result = run_script("translate.py", "--checkpoint", str(tmp_path / "nan.pt"), "hello")
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nan.pt'}: damaged: weights {name} hold nan or inf; use another checkpoint or train again"
+    ]
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
 

@@ -2,12 +2,14 @@
 command lines export and translate through it. Skipped (saying why) without the `deploy` extra."""
 
 import math
+import shutil
 from copy import deepcopy
 
 import pytest
 import sacrebleu
 import torch
 from helpers import run_script, train_demo
+from test_end_to_end import SENTENCES
 
 from transformer import Translator
 from transformer.checkpoint import read_checkpoint
@@ -125,3 +127,15 @@ def test_a_post_norm_model_exports_exactly_too(tmp_path):
     ours = Translator.from_checkpoint(out, precision="fp32").translate(sources)
     assert any(ours)
     assert CTranslate2Translator(export_ctranslate2(out, out / "ct2", "float32")).translate(sources) == ours
+
+
+def test_a_damaged_export_is_one_line(exported, tmp_path):
+    """Before: a truncated model.bin was a RuntimeError traceback, a broken decoding.json a JSONDecodeError one."""
+    for name, damage in [("model.bin", lambda data: data[: len(data) // 2]), ("decoding.json", lambda data: b"{")]:
+        copy = tmp_path / name
+        shutil.copytree(exported["float32"], copy)
+        (copy / name).write_bytes(damage((copy / name).read_bytes()))
+        result = run_script("translate.py", "--engine", "ctranslate2", "--checkpoint", str(copy), SENTENCES[0])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {copy}: a damaged export (") and line.endswith("); export it again")

@@ -39,6 +39,22 @@ def write_run(path, bleu):
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+def test_plot_skips_a_torn_last_line_and_names_a_run_with_no_records(tmp_path):
+    """A run killed while appending a record leaves half a line: before, plot died in a JSONDecodeError traceback."""
+    write_run(tmp_path / "a", 20.0)
+    with open(tmp_path / "a" / "metrics.jsonl", "a") as file:
+        file.write('{"type": "train", "step": 150, "lo')
+    result = run_script("plot.py", str(tmp_path / "a"), "--out", str(tmp_path / "a.png"))
+    assert result.returncode == 0 and (tmp_path / "a.png").read_bytes().startswith(PNG), result.stderr
+    assert "metrics.jsonl: line 4 not a training record; skipped" in result.stderr
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text("")
+    result = run_script("plot.py", str(tmp_path / "empty"), "--out", str(tmp_path / "e.png"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'empty'}: its metrics.jsonl holds no training record yet"
+    ]
+
+
 def test_plot_overlays_runs_and_names_a_directory_without_metrics(tmp_path):
     write_run(tmp_path / "a", 20.0)
     write_run(tmp_path / "b", 30.0)

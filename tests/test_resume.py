@@ -50,6 +50,21 @@ def test_resume_raises_the_limits_and_refuses_any_other_change(tmp_path):
     assert load_checkpoint(out / "last.pt")["config"]["training"]["label_smoothing"] == 0.1
 
 
+def test_resuming_a_run_at_its_limit_is_one_line_and_trains_nothing(tmp_path):
+    """Before: --resume with max_steps at or below the run's step trained one step more, rewrote last.pt and best.pt,
+    and said it had stopped at the limit."""
+    out = tmp_path / "run"
+    train_demo(out, training__max_steps=2, **SHORT_EPOCHS)
+    before = (out / "last.pt").read_bytes()
+    for limit in (1, 2):
+        result = run_script("train.py", "--config", "demo", "--out", str(out), "--resume",
+                            *overrides(training__max_steps=limit, **SHORT_EPOCHS))  # fmt: skip
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+            f"error: --resume: the run already reached training.max_steps={limit}; raise it to train on"
+        ), result.stderr
+    assert (out / "last.pt").read_bytes() == before
+
+
 def test_starting_over_an_existing_run_needs_resume(demo_run):
     result = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(demo_run), *overrides())
     assert result.returncode == 2 and "pass --resume" in result.stderr

@@ -58,7 +58,9 @@ def test_top_k_1_a_temperature_near_0_and_a_tiny_nucleus_are_greedy_search_token
     greedy = greedy_decode(model, src)
     assert all(greedy)
     for seed in range(3):
-        for sampling in (Sampling(top_k=1), Sampling(temperature=1e-4), Sampling(top_p=1e-6), Sampling(3.0, 1)):
+        limits = (Sampling(top_k=1), Sampling(temperature=1e-4), Sampling(top_p=1e-6), Sampling(3.0, 1))
+        tiny = (Sampling(temperature=1e-45), Sampling(temperature=1e-300, top_p=0.5), Sampling(temperature=5e-324))
+        for sampling in limits + tiny:  # tiny: logits / temperature overflowed float32, and the output was empty
             sampling = Sampling(sampling.temperature, sampling.top_k, sampling.top_p, seed)
             assert greedy_decode(model, src, Search(), sampling) == greedy, sampling
     assert greedy_decode(model, src, Search(), Sampling(temperature=1.5)) != greedy  # sampling does sample

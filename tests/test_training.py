@@ -292,6 +292,19 @@ def test_compile_true_without_a_compiler_trains_eagerly_after_one_line(tmp_path)
     assert "step 2" in result.stderr + result.stdout
 
 
+def test_a_beam_the_vocabulary_cannot_fill_or_a_model_memory_cannot_hold_fails_before_any_file(tmp_path):
+    """Before: decoding.beam_size beyond half the vocabulary failed at the first validation, after training; a model
+    too large for memory was an allocator traceback. Both left config.yaml and tokenizer.model behind."""
+    for changes, message in [
+        ({"decoding__beam_size": 1000}, "decoding.beam_size: must be at most"),
+        ({"model__d_model": 1_000_000}, "model: this shape does not fit in the cpu's memory"),
+    ]:
+        result = run_script("train.py", "--config", "demo", "--out", str(tmp_path / "run"), *overrides(**changes))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+        assert not (tmp_path / "run").exists()
+
+
 def test_the_precision_trial_changes_nothing_the_run_computes(tmp_path, monkeypatch):
     """A run whose `auto` trial (both precisions timed on a copy of the model) chose fp32 ends with the weights of a
     run told fp32, bit for bit: the trial used no random number and touched no weight."""

@@ -143,6 +143,38 @@ def test_the_run_directory_is_free_again_after_its_holder_is_killed_with_sigkill
     RunLock(out).release()  # the kernel dropped the dead process's lock: no stale lock to clear by hand
 
 
+def test_a_new_training_never_writes_over_files_no_run_wrote(tmp_path):
+    """Before: a folder holding the user's config.yaml and metrics.jsonl (but no last.pt) was trained into: the one
+    overwritten, the other appended to. A folder an earlier run of ours left without a checkpoint is used again."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("# my own notes\n")
+    (out / "metrics.jsonl").write_text('{"mine": 1}\n')
+    before = listing(out)
+    result = run_script("train.py", "--config", "demo", "--out", str(out), *overrides(training__max_steps=1))
+    assert one_error_line(result) == (
+        f"error: {out} holds config.yaml, metrics.jsonl, which no run wrote and a run would overwrite; "
+        "choose another --out"
+    )
+    assert listing(out) == before and not (out / ".lock").exists()
+    ours = tmp_path / "ours"  # a run of ours that stopped before its first checkpoint, then the same command again
+    diverged = run_script("train.py", "--config", "demo", "--out", str(ours),
+                          *overrides(training__max_steps=2, training__lr=1e9))  # fmt: skip
+    assert diverged.returncode == 2 and (ours / "config.yaml").exists() and not (ours / "last.pt").exists()
+    again = run_script("train.py", "--config", "demo", "--out", str(ours), *overrides(training__max_steps=1))
+    assert again.returncode == 0 and (ours / "last.pt").exists(), again.stderr
+
+
+def test_translate_never_writes_over_the_file_it_reads(demo_run, tmp_path):
+    text = tmp_path / "same.en"
+    text.write_text("The cat sat on the mat.\n")
+    result = run_script("translate.py", "--checkpoint", str(demo_run), "--input", str(text), "--output", str(text))
+    assert one_error_line(result) == (
+        f"error: --output {text}: the --input file; writing it would destroy what is read"
+    )  # before: the input was emptied, nothing was translated, and the exit code was 0
+    assert text.read_text() == "The cat sat on the mat.\n"
+
+
 def test_a_training_whose_corpus_fails_leaves_no_run_directory(tmp_path):
     out = tmp_path / "runs" / "bad"
     result = run_script("train.py", "--config", "configs/demo.yaml", "--out", str(out),
@@ -188,3 +220,28 @@ def test_a_busy_loop_beside_training_takes_a_thread_away_and_its_end_gives_it_ba
         assert governor.threads == torch.get_num_threads() == cores
     finally:
         torch.set_num_threads(before)
+
+
+# -- what cannot work is said before the work --------------------------------------------------------------------
+
+
+def test_paths_layers_and_counts_that_cannot_work_are_one_line_before_any_work(demo_run, tmp_path):
+    """Each was found by trying as a hostile user: an empty --out trained into runs/<config> instead, a folder was
+    'not found', --layer 99 was refused only after translating, and benchmark --steps 0 divided by zero."""
+    for script, args, message in [
+        ("train.py", ("--config", "demo", "--out", ""), "--out: an empty path; leave --out out for runs/<config name>"),
+        ("train.py", ("--config", str(tmp_path)), f"{tmp_path}: a folder, not a config file"),
+        ("translate.py", ("--checkpoint", str(demo_run), "--output", "", "x"),
+         "--output: an empty path; leave it out for the terminal"),
+        ("translate.py", ("--checkpoint", str(demo_run), "--input", str(tmp_path)),
+         f"--input {tmp_path}: a folder, not a file"),
+        ("translate.py", ("--checkpoint", str(demo_run), "--show-attention", str(tmp_path / "a.png"), "--layer", "99",
+                          "The cat sat on the mat."), "--layer/--head: the model has 1 cross layers and 4 heads"),
+        ("evaluate.py", ("--checkpoint", str(demo_run), "--src", str(tmp_path), "--ref", str(tmp_path)),
+         f"{tmp_path}: a folder, not a file"),
+        ("benchmark.py", ("--config", "demo", "--steps", "0"), "--steps: must be >= 1, got 0"),
+        ("benchmark.py", ("--config", "demo", "--warmup", "-1"), "--warmup: must be >= 0, got -1"),
+    ]:  # fmt: skip
+        result = run_script(script, *args)
+        assert one_error_line(result) == f"error: {message}" and result.stdout == "", (script, args)
+    assert list(tmp_path.iterdir()) == []  # no heatmap, no run

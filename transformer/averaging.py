@@ -50,6 +50,8 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
     for other in checkpoints[1:]:
         if other.config.model != first.config.model or other.tokenizer.model_bytes != first.tokenizer.model_bytes:
             raise CheckpointError(f"{other.path}: another model shape or tokenizer than {first.path}; cannot average")
+    for checkpoint in checkpoints:
+        checkpoint.build_model()  # weights that do not fit the config (a missing or extra tensor) are one error
     averaged = {}
     for name, tensor in first.state["model"].items():  # in fp32, back to each tensor's own dtype
         averaged[name] = torch.stack([c.state["model"][name].float() for c in checkpoints]).mean(0).to(tensor.dtype)

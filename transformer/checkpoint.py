@@ -80,8 +80,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated, corrupted, or not a torch file)"
         ) from None
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
-        raise CheckpointError(f"{path}: not a checkpoint of this toolkit (missing {', '.join(REQUIRED_KEYS)})")
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint of this toolkit (missing {', '.join(missing)})")
+    weights = state["model"] if isinstance(state["model"], dict) else {}
+    for name, tensor in weights.items():  # training never saves such weights: they would translate into nothing
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise CheckpointError(
+                f"{path}: damaged: weights {name} hold nan or inf; use another checkpoint or train again"
+            )
     version = state["format_version"]
     if version == 1:
         state = {**state, "format_version": 2, "model": _upgrade_v1_weights(state["model"])}
@@ -99,8 +106,8 @@ def _verify_records(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()  # reads every record, as torch.load would, and compares its CRC-32
-    except zipfile.BadZipFile:
-        return  # not a zip at all (a legacy or foreign file): torch.load's own error names it below
+    except zipfile.BadZipFile:  # what torch.save has written for years (and every checkpoint of ours) is a zip
+        raise CheckpointError(f"{path}: not a checkpoint (not a file torch.save writes)") from None
     except (OSError, EOFError, ValueError, RuntimeError) as e:  # a record's header or compressed data is unreadable
         raise CheckpointError(f"{path}: damaged: {_first_line(e)}; use another checkpoint or train again") from None
     if damaged is not None:

@@ -179,7 +179,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     validate everything."""
     path = find_config(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{path}: a folder, not a config file" if path.is_dir() else f"config file not found: {path}")
     try:
         raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as e:

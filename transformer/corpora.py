@@ -68,6 +68,8 @@ def read_pairs(config: DataConfig, role: str) -> Iterator[tuple[str, str]]:
 def read_split(config: DataConfig, role: str) -> Pairs:
     """One split in memory (see `read_pairs`): for dev and test, which are small; training streams instead."""
     pairs = list(read_pairs(config, role))
+    if not pairs:  # nothing to validate or score on: said here, not as a failure deep in encoding or scoring
+        raise DataError(f"data.{role}_split: {split_name(config, role)!r} of the {config.corpus} corpus has no pairs")
     return Pairs([src for src, _ in pairs], [tgt for _, tgt in pairs])
 
 

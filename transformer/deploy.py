@@ -142,9 +142,14 @@ class CTranslate2Translator:
         ctranslate2, model_dir = _ctranslate2(), Path(model_dir)
         if not (model_dir / "model.bin").is_file():
             raise ToolkitError(f"{model_dir}: not an exported CTranslate2 model (no model.bin; see scripts/export.py)")
-        self.tokenizer = Tokenizer((model_dir / "tokenizer.model").read_bytes())
-        self.limits = json.loads((model_dir / "decoding.json").read_text(encoding="utf-8"))
-        self.engine = ctranslate2.Translator(str(model_dir), device=device, intra_threads=threads)
+        try:  # a file of the export missing or damaged: one line naming the folder
+            self.tokenizer = Tokenizer((model_dir / "tokenizer.model").read_bytes())
+            self.limits = json.loads((model_dir / "decoding.json").read_text(encoding="utf-8"))
+            self.limits = {key: self.limits[key] for key in ("max_len_a", "max_len_b", "max_positions")}
+            self.engine = ctranslate2.Translator(str(model_dir), device=device, intra_threads=threads)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:  # JSONDecodeError is a ValueError
+            why = " ".join(str(e).split())[:200]  # one line
+            raise ToolkitError(f"{model_dir}: a damaged export ({type(e).__name__}: {why}); export it again") from None
         self.beam_size, self.batch_size, self.length_penalty = beam_size, batch_size, length_penalty
 
     def translate(self, sentences: list[str]) -> list[str]:

@@ -8,6 +8,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from transformer.errors import ToolkitError
+
+
+def check_output_path(path: str | os.PathLike, option: str) -> None:
+    """Fail before the work, in one line, where writing `path` could only fail at its end."""
+    path = Path(path)
+    if path.is_dir():
+        raise ToolkitError(f"{option} {path}: a folder, not a file")
+    if not path.parent.is_dir():
+        raise ToolkitError(f"{option} {path}: folder not found: {path.parent}")
+
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
@@ -24,7 +35,10 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.replace(partial, path)
+        try:
+            os.replace(partial, path)
+        except OSError as e:  # e.g. `path` is a folder: name it, not our temporary file
+            raise OSError(e.errno, e.strerror, str(path)) from None
     finally:
         partial.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)

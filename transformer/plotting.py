@@ -4,12 +4,15 @@ read). Needs the `plot` extra (matplotlib)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from transformer.errors import MissingExtraError, ToolkitError
-from transformer.files import atomic_file
+from transformer.files import atomic_file, check_output_path
 from transformer.translator import AttentionMap
+
+log = logging.getLogger(__name__)
 
 # Each kind of attention map: its title, x label (keys) and y label (queries).
 HEATMAPS = {
@@ -34,7 +37,21 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise ToolkitError(f"{path}: no such file (is {run_dir} a run directory?)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records, damaged = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # e.g. the last line of a run killed while appending it
+            record = None
+        if isinstance(record, dict) and all(isinstance(record.get(x), int | float) for x in ("step", "minutes")):
+            records.append(record)
+        else:
+            damaged.append(str(number))
+    if damaged:
+        log.warning("%s: line %s not a training record; skipped", path, ", ".join(damaged[:5]))
+    return records
 
 
 # (metric, record type, label, panel, line style): the panels are loss, BLEU and learning rate.
@@ -51,8 +68,7 @@ def check_figure_path(path: str | Path, option: str) -> None:
     kinds, path = FigureCanvasBase.get_supported_filetypes(), Path(path)
     if path.suffix and path.suffix[1:].lower() not in kinds:
         raise ToolkitError(f"{option} {path}: cannot draw a {path.suffix} file; name it .png, .svg or .pdf")
-    if not path.parent.is_dir():
-        raise ToolkitError(f"{option} {path}: folder not found: {path.parent}")
+    check_output_path(path, option)
 
 
 def _save(plt: Any, fig: Any, path: str | Path, dpi: int) -> None:

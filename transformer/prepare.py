@@ -131,7 +131,8 @@ def prepare_run(
     run_dir, overrides = Path(run_dir), overrides or []
     lock = RunLock(run_dir) if process.is_main else None  # before anything is read or written there
     try:
-        checkpoint, source, origin = _open_run_dir(run_dir, resume, process), None, None
+        theirs = lock is not None and lock.created_file  # no run of ours has been in this folder
+        checkpoint, source, origin = _open_run_dir(run_dir, resume, process, theirs), None, None
         if checkpoint is not None:
             config, origin = resumed_config(checkpoint.config, config, overrides), checkpoint.state.get("init_from")
         elif init_from is not None:
@@ -143,16 +144,21 @@ def prepare_run(
         trained = checkpoint or source  # the weights and tokenizer a resumed run, or a run from a trained model, takes
         dev_pairs = read_split(config.data, "dev")  # first: a broken dev file fails in seconds, before any writing
         tokenizer, train_data, dev_data = _encoded_data(config, process, trained, origin, dev_pairs)
-        if process.is_main:  # the run's files appear once its data was read: a corpus that fails leaves none
-            write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
-            started = f"# started from {origin['path']} (its step {origin['step']})\n" if origin else ""
-            write_file(run_dir / "config.yaml", (started + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())
-
+        if 2 * config.decoding.beam_size > tokenizer.vocab_size:  # validation would fail, after the first steps
+            raise ConfigError(f"decoding.beam_size: must be at most {tokenizer.vocab_size // 2} (half the vocabulary), "
+                              f"got {config.decoding.beam_size}")  # fmt: skip
         t = config.training
-        model = trained.build_model(config.model) if trained else Transformer(config.model, tokenizer.vocab_size)
-        model = model.to(process.device)
+        try:
+            model = trained.build_model(config.model) if trained else Transformer(config.model, tokenizer.vocab_size)
+            model = model.to(process.device)
+        except RuntimeError as e:  # torch.OutOfMemoryError is one
+            if "alloc" not in str(e) and "out of memory" not in str(e):
+                raise
+            raise ConfigError(f"model: this shape does not fit in the {process.device.type}'s memory") from None
         optimizer = build_optimizer(model, t)
         progress = Progress() if checkpoint is None else _restore(checkpoint, optimizer, process)
+        if checkpoint is not None:
+            _check_limits_ahead(t, progress)
         ema = ExponentialMovingAverage(model, t.ema) if t.ema else None
         if ema is not None and trained is not None and "ema" in trained.state:
             ema.average = {name: tensor.to(process.device) for name, tensor in trained.state["ema"].items()}
@@ -172,6 +178,10 @@ def prepare_run(
         step_model = torch.compile(model) if compiled else model
         if process.world > 1:
             step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+        if process.is_main:  # the run's files appear once the run is set up: a failure before leaves none
+            write_file(run_dir / "tokenizer.model", tokenizer.model_bytes)
+            started = f"# started from {origin['path']} (its step {origin['step']})\n" if origin else ""
+            write_file(run_dir / "config.yaml", (started + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())
         return Run(config, run_dir, process, tokenizer, train_data, dev_pairs, dev_data, model, step_model, optimizer,
                    progress, bf16, ema, lock, origin)  # fmt: skip
     except BaseException:
@@ -188,6 +198,14 @@ def _budget_seconds(training: TrainingConfig, batches_per_epoch: int, step_secon
     if training.max_epochs:
         limits.append(training.max_epochs * batches_per_epoch / training.accumulate * step_seconds)
     return min(limits, default=math.inf)
+
+
+def _check_limits_ahead(training: TrainingConfig, progress: Progress) -> None:
+    """A resumed run whose limit is already reached would still train a step past it: say so instead."""
+    at = {"max_steps": progress.step, "max_epochs": progress.epoch, "max_minutes": progress.elapsed / 60}
+    for name in LIMITS:
+        if (limit := getattr(training, name)) and at[name] >= limit:
+            raise ToolkitError(f"--resume: the run already reached training.{name}={limit}; raise it to train on")
 
 
 def _encoded_data(
@@ -214,13 +232,20 @@ def _encoded_data(
     return tokenizer, train_data, encode_pairs(dev_pairs, tokenizer)
 
 
-def _open_run_dir(run_dir: Path, resume: bool, process: Process) -> Checkpoint | None:
-    """Enforce the run-directory rules; on resume, the checkpoint to continue from."""
+RUN_FILES = ("config.yaml", "tokenizer.model", "metrics.jsonl", "curves.png", "best.pt")  # besides last.pt
+
+
+def _open_run_dir(run_dir: Path, resume: bool, process: Process, theirs: bool) -> Checkpoint | None:
+    """Enforce the run-directory rules; on resume, the checkpoint to continue from. `theirs`: no run of ours has
+    been in the folder (no .lock), so files there with our names are someone else's."""
     last = run_dir / "last.pt"
     if resume and not last.is_file():
         raise ToolkitError(f"--resume: no checkpoint to resume from at {last}")
     if not resume and last.is_file():
         raise ToolkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
+    if not resume and theirs and (taken := [name for name in RUN_FILES if (run_dir / name).exists()]):
+        raise ToolkitError(f"{run_dir} holds {', '.join(taken)}, which no run wrote and a run would overwrite; "
+                           "choose another --out")  # fmt: skip
     if process.is_main:
         for stale in run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
             stale.unlink()

@@ -83,6 +83,10 @@ class Translator:
         self.model, self.tokenizer, self.decoding = model, tokenizer, decoding
         self.device, self.bf16 = device, bf16
         self.max_src_len = model.config.max_positions - 1  # pieces, before the source's EOS
+        if 2 * decoding.beam_size > (vocab := model.embedding.num_embeddings):  # a step keeps 2 × beam candidates
+            raise ToolkitError(
+                f"the beam size must be at most {vocab // 2} (half the vocabulary), got {decoding.beam_size}"
+            )
 
     @classmethod
     def from_checkpoint(

@@ -33,7 +33,7 @@ from transformer.config import Config, load_config
 from transformer.corpora import read_split
 from transformer.device import resolve_device, tune_cpu_allocator
 from transformer.errors import ToolkitError
-from transformer.files import atomic_file
+from transformer.files import atomic_file, check_output_path
 from transformer.metrics import score
 from transformer.translator import Translator
 
@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
+    for option, low in (("steps", 1), ("warmup", 0), ("single", 1), ("repeats", 1)):
+        if getattr(args, option) < low:
+            raise ToolkitError(f"--{option}: must be >= {low}, got {getattr(args, option)}")
+    if args.json:
+        check_output_path(args.json, "--json")
     config = load_config(args.config)
     device = resolve_device(args.device)
     torch.set_num_threads(config.training.threads or torch.get_num_threads())

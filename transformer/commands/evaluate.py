@@ -12,7 +12,7 @@ from pathlib import Path
 from transformer.checkpoint import read_checkpoint
 from transformer.corpora import read_split
 from transformer.errors import ToolkitError
-from transformer.files import atomic_file
+from transformer.files import atomic_file, check_output_path
 from transformer.metrics import score
 from transformer.text import iter_lines
 from transformer.translator import Translator
@@ -34,9 +34,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if bool(args.split) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise ToolkitError("give either --split, or both --src and --ref")
 
+    if args.hyp:
+        check_output_path(args.hyp, "--hyp")
     checkpoint = read_checkpoint(args.checkpoint)
     translator = Translator.from_checkpoint(checkpoint, device=args.device).with_search(args.beam, args.alpha)
     if args.split:
+        if args.data_path and checkpoint.config.data.corpus in ("demo", "hub"):
+            raise ToolkitError(
+                f"--data-path: the model's corpus is {checkpoint.config.data.corpus!r}, read from no folder"
+            )
         if args.data_path:
             checkpoint.config.data.path = args.data_path
         pairs = read_split(checkpoint.config.data, args.split)
@@ -44,11 +50,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     else:
         for path in (args.src, args.ref):
             if not Path(path).is_file():
-                raise ToolkitError(f"file not found: {path}")
+                raise ToolkitError(
+                    f"{path}: a folder, not a file" if Path(path).is_dir() else f"file not found: {path}"
+                )
         sources, references = (list(iter_lines(Path(path))) for path in (args.src, args.ref))
         name = Path(args.src).stem
         if len(sources) != len(references):
             raise ToolkitError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
+        if not sources:
+            raise ToolkitError(f"{args.src}: no sentences to score (the file is empty)")
 
     start = time.perf_counter()
     hypotheses = translator.translate(sources)

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from transformer.errors import ToolkitError
 from transformer.plotting import check_figure_path, read_metrics, save_curves
 
 
@@ -12,6 +13,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
     args = parser.parse_args(argv)
     check_figure_path(args.out, "--out")
-    save_curves({Path(r).name or r: read_metrics(r) for r in args.runs}, args.out)
+    runs = {Path(r).name or r: read_metrics(r) for r in args.runs}
+    for run, records in zip(args.runs, runs.values(), strict=False):
+        if not records:
+            raise ToolkitError(f"{run}: its metrics.jsonl holds no training record yet")
+    save_curves(runs, args.out)
     print(f"drew {len(args.runs)} runs into {args.out}")
     return 0

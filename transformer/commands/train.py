@@ -12,6 +12,7 @@ from pathlib import Path
 
 from transformer.config import load_config
 from transformer.distributed import setup_process
+from transformer.errors import ToolkitError
 from transformer.prepare import prepare_run
 from transformer.trainer import Trainer
 
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
+    if args.out == "":
+        raise ToolkitError("--out: an empty path; leave --out out for runs/<config name>")
     out = args.out or f"runs/{Path(args.config).stem}"
     process = setup_process(config.training)
     run = prepare_run(config, out, process, resume=args.resume, overrides=args.set, init_from=args.init_from)

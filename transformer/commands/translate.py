@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from transformer.errors import ToolkitError
+from transformer.files import check_output_path
 from transformer.text import check_gzip, read_chunks
 from transformer.translator import ATTENTION_KINDS, Translator, check_search
 
@@ -48,19 +49,27 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--layer", type=int, default=-1, help="layer to draw (default: the last)")
     parser.add_argument("--head", type=int, help="head to draw (default: the mean over heads)")
     args = parser.parse_args(argv)
+    if "" in (args.input, args.output):
+        raise ToolkitError(
+            f"--{'input' if args.input == '' else 'output'}: an empty path; leave it out for the terminal"
+        )
     if args.input and not Path(args.input).is_file():
-        raise ToolkitError(f"--input: file not found: {args.input}")
+        raise ToolkitError(f"--input {args.input}: a folder, not a file" if Path(args.input).is_dir() else
+                           f"--input: file not found: {args.input}")  # fmt: skip
+    if args.output:
+        check_output_path(args.output, "--output")
+        if args.input and Path(args.output).exists() and os.path.samefile(args.input, args.output):
+            raise ToolkitError(f"--output {args.output}: the --input file; writing it would destroy what is read")
     if args.input and args.input.endswith(".gz"):
         check_gzip(Path(args.input))  # whole, before any output: a broken file must not leave half a translation
     if args.show_attention:
         from transformer.plotting import check_figure_path
 
         check_figure_path(args.show_attention, "--show-attention")
-    if args.n_best < 0 or (args.beam and args.n_best > args.beam):
-        raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
-
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     check_search(beam_size=args.beam, length_penalty=args.alpha, **sampling)  # for either engine
+    if args.n_best < 0 or (args.beam and args.n_best > args.beam):
+        raise ToolkitError(f"--n-best {args.n_best}: must be between 1 and the beam size (--beam {args.beam})")
     if args.engine == "ctranslate2":
         if args.n_best or args.show_attention or any(v is not None for v in sampling.values()):
             raise ToolkitError("--engine ctranslate2 translates only: no --n-best, --show-attention or sampling")
@@ -75,6 +84,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.n_best and translator.decoding.temperature > 0:
             raise ToolkitError("--n-best: sampling draws one translation a sentence, without a score")
         chunk_lines = 8 * translator.decoding.batch_size  # enough sentences to batch by length
+        model = translator.model.config
+        layers = model.encoder_layers if args.kind == "encoder" else model.decoder_layers
+        if args.show_attention and not (-layers <= args.layer < layers and 0 <= (args.head or 0) < model.heads):
+            raise ToolkitError(f"--layer/--head: the model has {layers} {args.kind} layers and {model.heads} heads")
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     bar = None
     try:
@@ -113,9 +126,6 @@ def draw_attention(translator: Translator, sentence: str, args: argparse.Namespa
     """--show-attention: the heatmap of one layer (and head) of the first sentence's attention of --kind."""
     from transformer.plotting import save_attention_heatmap
 
-    attention = translator.attention(sentence, args.kind)
-    layers, heads = attention.weights.shape[:2]
-    if not -layers <= args.layer < layers or (args.head is not None and not 0 <= args.head < heads):
-        raise ToolkitError(f"--layer/--head: the model has {layers} {args.kind} layers and {heads} heads")
+    attention = translator.attention(sentence, args.kind)  # --layer and --head were checked before translating
     save_attention_heatmap(attention, args.show_attention, args.layer, args.head)
     print(f"attention heatmap written to {args.show_attention}", file=sys.stderr)
