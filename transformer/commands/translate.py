@@ -28,7 +28,7 @@ from transformer.text import check_gzip, read_chunks
 from transformer.translator import ATTENTION_KINDS, Translator, check_search
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def parse_args(argv: list[str] | None, prog: str | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint file or run directory (uses best.pt)")
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: --input or standard input)")
@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--kind", choices=ATTENTION_KINDS, default="cross", help="which attention (default: cross)")
     parser.add_argument("--layer", type=int, default=-1, help="layer to draw (default: the last)")
     parser.add_argument("--head", type=int, help="head to draw (default: the mean over heads)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """What reading --input or writing --output and --show-attention could only fail at, said before the work."""
     if "" in (args.input, args.output):
         raise ToolkitError(
             f"--{'input' if args.input == '' else 'output'}: an empty path; leave it out for the terminal"
@@ -66,6 +70,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from transformer.plotting import check_figure_path
 
         check_figure_path(args.show_attention, "--show-attention")
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
+    check_paths(args)
     sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
     check_search(beam_size=args.beam, length_penalty=args.alpha, **sampling)  # for either engine
     if args.n_best < 0 or (args.beam and args.n_best > args.beam):
