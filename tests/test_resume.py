@@ -107,6 +107,7 @@ def test_sigkill_while_saving_leaves_a_run_that_resumes(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         load_checkpoint(out / "last.pt")  # loadable whatever instant the kill hit
+    (out / ".curves.png.0f0a2951.tmp").write_bytes(b"half")  # as a kill while drawing leaves, every time
     train_demo(
         out, "--resume", training__max_steps=load_checkpoint(out / "last.pt")["step"] + 2, training__eval_every=1
     )

@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,8 +248,9 @@ def _open_run_dir(run_dir: Path, resume: bool, process: Process, theirs: bool) -
         raise ToolkitError(f"{run_dir} holds {', '.join(taken)}, which no run wrote and a run would overwrite; "
                            "choose another --out")  # fmt: skip
     if process.is_main:
-        for stale in run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
-            stale.unlink()
+        for stale in run_dir.glob(".*.tmp"):  # files.atomic_file's .NAME.RANDOM.tmp, left by a run killed while saving
+            if re.fullmatch(r"\..+\.[0-9a-f]{8}\.tmp", stale.name):
+                stale.unlink()
     return read_checkpoint(last) if resume else None
 
 
