@@ -85,7 +85,8 @@ def next_pieces(sampling: Sampling | None, batch: int, device: torch.device) -> 
     def draw(logits: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         uniform = torch.rand((batch, logits.size(-1)), generator=generator, device=device)[alive]  # (alive, vocab)
         # In float64 with the row's maximum at 0, a tiny temperature sends the other pieces to -inf, never one to nan.
-        shifted = logits.double() - logits.double().amax(-1, keepdim=True)  # (alive, vocab)
+        logits = logits.double()  # (alive, vocab), converted once
+        shifted = logits - logits.amax(-1, keepdim=True)
         kept = keep_likely(shifted / sampling.temperature, sampling.top_k, sampling.top_p)
         return (kept - (-uniform.log()).log()).argmax(-1)  # - log(-log(uniform)): Gumbel noise
 
