@@ -496,6 +496,18 @@ MUTATIONS = [
         [("and os.path.samefile(args.input, args.output):", "and False:")],
         ["tests/test_user_files.py::test_translate_never_writes_over_the_file_it_reads"],
     ),
+    Mutation(
+        "bf16 training on a CPU goes back to the slow fused attention kernel",
+        "transformer/attention.py",
+        [('return device.type != "cpu" or dtype != torch.bfloat16 or not backward', "return True")],
+        ["tests/test_attention.py::test_bf16_training_on_a_cpu_takes_the_explicit_path_and_keeps_its_masks"],
+    ),
+    Mutation(
+        "under bf16 autocast the loss adds nothing to the output matrix's gradient",
+        "transformer/loss.py",
+        [("grad_weight += grad.t() @ h  #", "grad_weight += 0 * grad.t() @ h  #")],
+        ["tests/test_loss.py::test_the_chunked_projection_loss_under_bf16_autocast_stays_close_to_fp32"],
+    ),
 ]
 
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from transformer.attention import MultiHeadAttention, attention
+from transformer.attention import MultiHeadAttention, attention, fused_is_faster
 from transformer.masks import causal_mask, padding_mask
 
 
@@ -54,3 +54,34 @@ def test_causal_mask_lets_each_position_see_only_itself_and_earlier():
     assert mask.tolist() == [[j <= i for j in range(4)] for i in range(4)]
     # with two cached positions, the two new queries sit at positions 2 and 3
     assert causal_mask(2, 4)[0, 0].tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+def test_bf16_training_on_a_cpu_takes_the_explicit_path_and_keeps_its_masks(monkeypatch):
+    """The fused CPU kernel's backward is slow in bf16 (`fused_is_faster`): under bf16 autocast with gradients the
+    explicit path runs, masked keys still change nothing, and forward and backward stay close to fp32."""
+    assert fused_is_faster(torch.device("cpu"), torch.float32, backward=True)
+    assert not fused_is_faster(torch.device("cpu"), torch.bfloat16, backward=True)
+    assert fused_is_faster(torch.device("cpu"), torch.bfloat16, backward=False)  # decoding keeps the fused kernel
+    assert fused_is_faster(torch.device("cuda"), torch.bfloat16, backward=True)
+
+    def fused_must_not_run(*args, **kwargs):
+        raise AssertionError("scaled_dot_product_attention ran in bf16 on a CPU")
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=32, heads=4, dropout=0.0)
+    x, memory = torch.randn(2, 6, 32, requires_grad=True), torch.randn(2, 5, 32)
+    mask = padding_mask(torch.tensor([[5] * 5, [5] * 3 + [0] * 2]))  # (2, 1, 1, 5)
+    k, v = mha.keys_values(memory)
+    reference, _ = mha(x, k, v, mask)
+    (grad_reference,) = torch.autograd.grad(reference.sum(), x)
+    memory2 = memory.clone()
+    memory2[1, 3:] = 100.0  # what sits behind the mask
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", fused_must_not_run)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, weights = mha(x, *mha.keys_values(memory), mask)
+        out2, _ = mha(x, *mha.keys_values(memory2), mask)
+    (grad,) = torch.autograd.grad(out.float().sum(), x)
+    assert out.dtype == torch.bfloat16 and weights is None
+    assert torch.equal(out, out2)
+    assert torch.allclose(out.float(), reference, atol=2e-2)
+    assert torch.allclose(grad, grad_reference, atol=5e-2)

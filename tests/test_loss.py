@@ -45,3 +45,21 @@ def test_the_chunked_projection_loss_equals_the_plain_one_in_value_and_gradients
         for a, b in zip(fused_grads, plain_grads, strict=True):
             assert torch.allclose(a, b, atol=1e-4)
         assert torch.all(fused_grads[0][2, 100:] == 0)  # padding gets no gradient
+
+
+def test_the_chunked_projection_loss_under_bf16_autocast_stays_close_to_fp32():
+    """Under bf16 autocast the weight's gradient is a bf16 matmul too: value and both gradients stay within bf16's
+    precision of the fp32 textbook loss."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 600, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    target = torch.randint(4, 50, (2, 600))
+    target[1, 400:] = PAD_ID
+    plain = loss_sum(F.linear(hidden, weight), target, 0.1)
+    plain_grads = torch.autograd.grad(plain, (hidden, weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = projected_loss_sum(hidden, weight, target, 0.1)  # fp32 states, as the final layer norm gives them
+    fused_grads = torch.autograd.grad(fused, (hidden, weight))
+    assert torch.allclose(fused, plain, rtol=1e-2)
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        assert (a.float() - b).norm() < 2e-2 * b.norm()

@@ -32,6 +32,13 @@ def attention(
     return weights @ v, weights  # (batch, heads, q_len, d_k)
 
 
+def fused_is_faster(device: torch.device, dtype: torch.dtype, backward: bool) -> bool:
+    """Whether `scaled_dot_product_attention` beats the explicit path. Not for a bf16 training step on a CPU: there
+    PyTorch's fused kernel took 3.7× as long forward and backward on a Multi30k-shaped batch (Zen 4; see
+    docs/benchmarks.md). Without a backward pass (decoding) the explicit path was no faster: the kernel stays."""
+    return device.type != "cpu" or dtype != torch.bfloat16 or not backward
+
+
 class MultiHeadAttention(nn.Module):
     """Projects into `heads` subspaces of size d_model / heads, attends in each, and projects back.
 
@@ -60,8 +67,9 @@ class MultiHeadAttention(nn.Module):
         b, n, d_model = x.shape
         q = self.query(x).view(b, n, self.heads, self.d_k).transpose(1, 2)  # (batch, heads, q_len, d_k)
         dropout = self.dropout if self.training else 0.0
-        if need_weights:
+        if need_weights or not fused_is_faster(q.device, q.dtype, torch.is_grad_enabled()):  # bf16 under autocast
             out, weights = attention(q, k, v, mask, dropout)
+            weights = weights if need_weights else None
         else:
             out, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout), None
         out = out.transpose(1, 2).reshape(b, n, d_model)  # (batch, q_len, heads * d_k)

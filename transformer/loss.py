@@ -70,7 +70,10 @@ class ChunkedProjectionLoss(torch.autograd.Function):
             grad = log_probs.exp_().sub_(eps / vocab)  # (chunk, vocab), in place
             grad.scatter_add_(1, t, torch.full(t.shape, eps - 1, dtype=grad.dtype, device=grad.device))
             grad_hidden[start : start + CHUNK] = grad @ weight  # (chunk, d_model)
-            grad_weight.addmm_(grad.t(), h.float())  # (vocab, d_model)
+            if torch.is_autocast_enabled(h.device.type):  # bf16: this largest matmul of the step in bf16 too
+                grad_weight += grad.t() @ h  # (vocab, d_model), as autocast computes every other weight's gradient
+            else:
+                grad_weight.addmm_(grad.t(), h.float())  # (vocab, d_model)
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return total
 
