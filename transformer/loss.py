@@ -60,6 +60,8 @@ class ChunkedProjectionLoss(torch.autograd.Function):
         grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)  # (tokens, d_model)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # (vocab, d_model)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        device = hidden.device.type  # under autocast both gradient matmuls run in its dtype, as for every other weight
+        low = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         for start in range(0, hidden.size(0), CHUNK):
             h, t = hidden[start : start + CHUNK], target[start : start + CHUNK, None]  # (chunk, d_model), (chunk, 1)
             log_probs = torch.log_softmax((h @ weight.t()).float(), dim=-1)  # (chunk, vocab)
@@ -69,11 +71,13 @@ class ChunkedProjectionLoss(torch.autograd.Function):
             # d loss / d logits = softmax − q, where q = (1 − ε)·onehot(target) + ε / vocab
             grad = log_probs.exp_().sub_(eps / vocab)  # (chunk, vocab), in place
             grad.scatter_add_(1, t, torch.full(t.shape, eps - 1, dtype=grad.dtype, device=grad.device))
+            if low is not None:
+                grad = grad.to(low)  # cast once for the two matmuls below (autocast would cast it for each)
             grad_hidden[start : start + CHUNK] = grad @ weight  # (chunk, d_model)
-            if torch.is_autocast_enabled(h.device.type):  # bf16: this largest matmul of the step in bf16 too
-                grad_weight += grad.t() @ h  # (vocab, d_model), as autocast computes every other weight's gradient
-            else:
+            if low is None:
                 grad_weight.addmm_(grad.t(), h.float())  # (vocab, d_model)
+            else:  # the step's largest matmul in low precision too, accumulated in fp32
+                grad_weight += grad.t() @ h  # (vocab, d_model)
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return total
 
